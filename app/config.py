@@ -1,0 +1,215 @@
+"""Configuration from environment variables.
+
+Every setting has a documented default (see README's configuration table). A wrong value stops
+start-up with a `ConfigError` whose message names the variable, so the CLI can print one line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOPICS_DIR = REPO_ROOT / "topics"
+
+DESTINATIONS = ("maac", "braze", "attentive", "sessionm", "insider", "air")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """Where a destination lives and how to authenticate. Secrets never reach logs."""
+
+    base_url: str = ""
+    token: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+    rate_scale: float = 1.0
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url and self.token)
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str = ""
+    app_id: str = "loyalty-relay"
+    store: str = "memory://"
+    partitions: int = 4
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: str = "var/relay-data"
+    routes_file: str = str(TOPICS_DIR / "routes.yaml")
+    catalog_file: str = str(TOPICS_DIR / "catalog.yaml")
+    log_level: str = "info"
+    default_region: str = "TW"
+    air_customer_identity: str = "CUSTOMER_ID"
+    maac_webhook_secret: str = ""
+    admin_token: str = ""
+    sink_batch_max: int = 500
+    sink_batch_window_s: float = 0.2
+    retry_attempts: int = 3
+    retry_base_s: float = 0.2
+    retry_max_s: float = 5.0
+    request_timeout_s: float = 10.0
+    topic_retry_max: int = 5
+    emit_outcomes: bool = True
+    destinations: Mapping[str, DestinationConfig] = field(default_factory=dict)
+
+    def destination(self, name: str) -> DestinationConfig:
+        return self.destinations.get(name, DestinationConfig())
+
+    def with_destinations(self, **dests: DestinationConfig) -> "Settings":
+        merged = dict(self.destinations)
+        merged.update(dests)
+        return replace(self, destinations=merged)
+
+
+# Per-destination variables: base URL, the credential, and any extra ones.
+DESTINATION_VARS: dict[str, dict[str, str]] = {
+    "maac": {"base_url": "MAAC_BASE_URL", "token": "MAAC_TOKEN"},
+    "braze": {"base_url": "BRAZE_BASE_URL", "token": "BRAZE_API_KEY"},
+    "attentive": {
+        "base_url": "ATTENTIVE_BASE_URL",
+        "token": "ATTENTIVE_API_KEY",
+        "sign_up_source_id": "ATTENTIVE_SIGNUP_SOURCE_ID",
+    },
+    "sessionm": {
+        "base_url": "SESSIONM_CORE_URL",
+        "token": "SESSIONM_API_SECRET",
+        "api_key": "SESSIONM_API_KEY",
+        "connect_url": "SESSIONM_CONNECT_URL",
+        "offers_auth": "SESSIONM_OFFERS_AUTH",
+        "retailer_id": "SESSIONM_RETAILER_ID",
+    },
+    "insider": {
+        "base_url": "INSIDER_BASE_URL",
+        "token": "INSIDER_TOKEN",
+        "partner": "INSIDER_PARTNER",
+    },
+    "air": {"base_url": "AIR_WALLET_URL", "token": "AIR_SECRET", "client_id": "AIR_CLIENT_ID"},
+}
+
+URL_KEYS = {"base_url", "connect_url"}
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes or not parsed.netloc:
+        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _file(name: str, raw: str) -> str:
+    if not Path(raw).is_file():
+        raise ConfigError(f"{name} points at a missing file: {raw}")
+    return raw
+
+
+def load_destinations(env: Mapping[str, str]) -> dict[str, DestinationConfig]:
+    dests = {}
+    for dest, names in DESTINATION_VARS.items():
+        values = {}
+        for key, var in names.items():
+            raw = env.get(var, "").strip()
+            if raw and key in URL_KEYS:
+                raw = _url(var, raw, ("http", "https"))
+            values[key] = raw
+        scale = _float(env, f"{dest.upper()}_RATE_SCALE", 1.0, 0.001, 100.0)
+        base_url = values.pop("base_url")
+        token = values.pop("token")
+        dests[dest] = DestinationConfig(base_url, token, values, scale)
+    return dests
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raises ConfigError naming the first bad variable."""
+    env = os.environ if env is None else env
+    broker = env.get("BROKER_URL", "").strip()
+    if broker:
+        broker = ";".join(
+            _url("BROKER_URL", part.strip(), ("kafka", "aiokafka")) for part in broker.split(";")
+        )
+    store = env.get("STORE", "memory://").strip() or "memory://"
+    if store not in {"memory://", "rocksdb://"}:
+        raise ConfigError(f"STORE must be memory:// or rocksdb://, got {store!r}")
+    log_level = env.get("LOG_LEVEL", "info").strip().lower() or "info"
+    if log_level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"LOG_LEVEL must be debug, info, warning or error, got {log_level!r}")
+    region = env.get("DEFAULT_REGION", "TW").strip().upper() or "TW"
+    if len(region) != 2 or not region.isalpha():
+        raise ConfigError(f"DEFAULT_REGION must be a two-letter country code, got {region!r}")
+    return Settings(
+        broker_url=broker,
+        app_id=env.get("APP_ID", "loyalty-relay").strip() or "loyalty-relay",
+        store=store,
+        partitions=_int(env, "PARTITIONS", 4, 1, 1024),
+        web_host=env.get("WEB_HOST", "127.0.0.1").strip() or "127.0.0.1",
+        web_port=_int(env, "WEB_PORT", 6066, 0, 65535),
+        data_dir=env.get("DATA_DIR", "var/relay-data").strip() or "var/relay-data",
+        routes_file=_file("ROUTES_FILE", env.get("ROUTES_FILE", "") or Settings.routes_file),
+        catalog_file=_file("CATALOG_FILE", env.get("CATALOG_FILE", "") or Settings.catalog_file),
+        log_level=log_level,
+        default_region=region,
+        air_customer_identity=(env.get("AIR_CUSTOMER_IDENTITY", "CUSTOMER_ID").strip().upper()
+                               or "CUSTOMER_ID"),
+        maac_webhook_secret=env.get("MAAC_WEBHOOK_SECRET", ""),
+        admin_token=env.get("ADMIN_TOKEN", ""),
+        sink_batch_max=_int(env, "SINK_BATCH_MAX", 500, 1, 10000),
+        sink_batch_window_s=_float(env, "SINK_BATCH_WINDOW_S", 0.2, 0.0, 60.0),
+        retry_attempts=_int(env, "RETRY_ATTEMPTS", 3, 1, 20),
+        retry_base_s=_float(env, "RETRY_BASE_S", 0.2, 0.0, 60.0),
+        retry_max_s=_float(env, "RETRY_MAX_S", 5.0, 0.0, 600.0),
+        request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", 10.0, 0.1, 300.0),
+        topic_retry_max=_int(env, "TOPIC_RETRY_MAX", 5, 0, 100),
+        emit_outcomes=_bool(env, "EMIT_OUTCOMES", True),
+        destinations=load_destinations(env),
+    )
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in fields(Settings)]

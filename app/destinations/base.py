@@ -1,0 +1,153 @@
+"""What a destination is: a folder with a client description, its limits and its actions.
+
+Each destination package (`app/destinations/<name>/__init__.py`) exposes ``DESTINATION``, a
+`Destination`. Each action is a small declarative unit in the spirit of Segment's
+action-destinations: which fields it needs (`prepare`), how a batch becomes a request (`request`),
+and how the reply becomes one `ItemResult` per delivery (`interpret`). Actions that need several
+calls (eligibility check then subscribe, multicast then poll) override `perform`.
+
+The shared machinery (HTTP, auth, rate limiting, retries, outcome recording) lives in
+`app.delivery`; actions never sleep, retry or log personal data themselves.
+
+A *delivery* is the record on `deliveries.<destination>`::
+
+    {"delivery_id": "braze:track_attributes:<event_id>", "destination": "braze",
+     "action": "track_attributes", "event_id": "...", "customer_key": "...",
+     "params": {...from the routing rule...}, "envelope": {...}, "attempt": 0}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from app.config import DestinationConfig
+
+
+class ItemInvalid(ValueError):
+    """A delivery that can never succeed as it stands (missing recipient, bad variable).
+
+    The message is a reason for the dead-letter record; no personal data in it."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str  # appended to the destination's base URL (or an absolute URL for a second host)
+    json: Any = None
+    params: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    limit: str = "default"  # which rate-limit bucket this call draws from
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A destination's answer, or the transport failure in its place (status 0)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any  # parsed JSON where possible, else text
+    error: str = ""  # "timeout", "connect", ... when status == 0
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The outcome for one delivery.
+
+    status: "delivered" | "retry" (try again later) | "failed" (permanent) | "skipped"
+    (deliberately not sent, e.g. already subscribed or too old) | "unreachable" (recipient can't
+    be reached on this channel; no retry) | "auth" (credentials rejected: pause the destination).
+    """
+
+    status: str
+    reason: str = ""
+    http_status: int = 0
+    detail: Any = None  # small, redacted summary of the response for the DLQ record
+    retry_after_s: float | None = None
+
+
+Send = Callable[[HttpRequest], Awaitable[Reply]]
+
+
+def classify(reply: Reply) -> ItemResult:
+    """The default, contract-wide reading of a status code for a whole request."""
+    if reply.status == 0:
+        return ItemResult("retry", reply.error or "transport", 0)
+    if reply.ok:
+        return ItemResult("delivered", "", reply.status)
+    if reply.status in (401, 403):
+        return ItemResult("auth", f"http_{reply.status}", reply.status)
+    if reply.status == 429 or reply.status >= 500 or reply.status == 408:
+        return ItemResult("retry", f"http_{reply.status}", reply.status, retry_after_s=retry_after(reply))
+    return ItemResult("failed", f"http_{reply.status}", reply.status, detail=short(reply.body))
+
+
+def retry_after(reply: Reply) -> float | None:
+    """Seconds to wait from Retry-After or X-RateLimit-Reset (epoch seconds or delta)."""
+    import time
+
+    headers = {k.lower(): v for k, v in reply.headers.items()}
+    for name in ("retry-after", "x-ratelimit-reset"):
+        raw = headers.get(name)
+        if not raw:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        if value > 1e9:  # an epoch timestamp
+            value -= time.time()
+        return max(0.0, min(value, 60.0))
+    return None
+
+
+def short(body: Any, limit: int = 500) -> Any:
+    """A bounded copy of a response body for dead-letter records."""
+    text = body if isinstance(body, str) else repr(body)
+    return text[:limit]
+
+
+class Action:
+    """One destination action. Subclasses set the class attributes and override the methods."""
+
+    name: str = ""
+    max_batch: int = 1  # deliveries per request
+    limit: str = "default"  # rate-limit bucket
+
+    def batch_key(self, delivery: Mapping[str, Any]) -> str:
+        """Deliveries with equal keys may share a request (e.g. same campaign id)."""
+        return ""
+
+    def prepare(self, delivery: Mapping[str, Any], config: "DestinationConfig") -> Any:
+        """Map one delivery to the item the request carries. Raise ItemInvalid for bad input."""
+        raise NotImplementedError
+
+    def request(self, items: Sequence[Any], config: "DestinationConfig") -> HttpRequest:
+        raise NotImplementedError
+
+    def interpret(self, reply: Reply, items: Sequence[Any]) -> list[ItemResult]:
+        """Per-item results from a reply. Default: the whole request's class for every item."""
+        result = classify(reply)
+        return [result] * len(items)
+
+    async def perform(
+        self, send: Send, items: Sequence[Any], config: "DestinationConfig"
+    ) -> list[ItemResult]:
+        reply = await send(self.request(items, config))
+        return self.interpret(reply, items)
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    actions: Mapping[str, Action]
+    # requests per second for each bucket at the documented limit; scaled by config.rate_scale
+    limits: Mapping[str, float]
+    auth_headers: Callable[["DestinationConfig"], Mapping[str, str]]
+    # optional: headers that depend on the serialised request (AIR's signature)
+    sign: Callable[["DestinationConfig", HttpRequest, bytes], Mapping[str, str]] | None = None

@@ -1,0 +1,128 @@
+"""The canonical envelope: one record shape for every normalized event.
+
+Envelopes are plain dicts (serialised with orjson) rather than Faust records: they cross several
+topics per event and plain dicts are several times cheaper to encode and decode.
+
+Shape::
+
+    {
+      "event_id": "<uuid5 of source + source id>",   # stable: a replay yields the same id
+      "type": "loyalty.tier.moved",                   # dotted
+      "source": "air",
+      "occurred_at": "2026-11-22T10:00:00Z",          # UTC, ISO-8601 with Z
+      "customer_key": "customer_id:C123",             # partition key: "<identifier type>:<value>"
+      "identities": {"customer_id": "C123", "email": "a@b.c", ...},
+      "attributes": {...flat facts...},
+      "payload": {...typed details...},
+      "trace": {"eesEventId": "...", "origin": "air.outbound/0/17", ...},
+    }
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+EVENT_NAMESPACE = uuid.UUID("6f1c3f0e-2b7a-4c55-9d0e-8f3b5a4e2c10")
+
+# Which identifier becomes the partition key when several are present, best first.
+KEY_PRIORITY = (
+    "customer_id",
+    "braze_external_id",
+    "sessionm_user_id",
+    "insider_uuid",
+    "air_wallet_id",
+    "email",
+    "phone",
+    "line_uid",
+)
+
+
+class Rejected(ValueError):
+    """Input that can't be understood. `code` is a bounded label (metrics); `detail` is free text
+    for the dead-letter record and must not contain personal data."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+
+def event_id_for(source: str, source_id: str) -> str:
+    """A stable event id: the same upstream id always yields the same event id."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{source}:{source_id}"))
+
+
+def utc_iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(raw: Any) -> datetime:
+    """Parse an upstream timestamp tolerantly; naive times are UTC. Raises Rejected."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        seconds = raw / 1000 if raw > 1e11 else raw
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    if not isinstance(raw, str) or not raw.strip():
+        raise Rejected("invalid_value", "timestamp missing or not a string")
+    text = raw.strip().replace(" ", "T", 1)
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise Rejected("invalid_value", "timestamp is not ISO-8601") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def customer_key_of(identities: Mapping[str, Any]) -> str:
+    for kind in KEY_PRIORITY:
+        value = identities.get(kind)
+        if value:
+            return f"{kind}:{value}"
+    for kind, value in sorted(identities.items()):
+        if value:
+            return f"{kind}:{value}"
+    return ""
+
+
+def make_envelope(
+    *,
+    source: str,
+    type: str,
+    source_id: str,
+    occurred_at: datetime | str,
+    identities: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    payload: Mapping[str, Any] | None = None,
+    trace: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build an envelope; identities with empty values are dropped."""
+    if not source_id:
+        raise Rejected("missing_field", "no source id to derive the event id from")
+    when = parse_time(occurred_at) if isinstance(occurred_at, str) else occurred_at
+    ids = {k: v for k, v in (identities or {}).items() if v not in (None, "", [], {})}
+    return {
+        "event_id": event_id_for(source, source_id),
+        "type": type,
+        "source": source,
+        "occurred_at": utc_iso(when),
+        "customer_key": customer_key_of(ids),
+        "identities": ids,
+        "attributes": dict(attributes or {}),
+        "payload": dict(payload or {}),
+        "trace": dict(trace or {}),
+    }
+
+
+def identities_union(*sets: Iterable[tuple[str, Any]] | Mapping[str, Any]) -> dict[str, Any]:
+    """Merge identity maps; earlier maps win on conflicts (the event's own ids beat looked-up ones)."""
+    merged: dict[str, Any] = {}
+    for ids in reversed(sets):
+        items = ids.items() if isinstance(ids, Mapping) else ids
+        merged.update({k: v for k, v in items if v})
+    return merged
