@@ -1,0 +1,102 @@
+"""Eagle Eye AIR: behavioural-action triggers (a customer entered an audience -> reward).
+
+Action ``trigger`` reads params ``reference`` (the AIR action reference; required) and
+``identity_type`` (default CUSTOMER_ID). The identity value is identities
+``air_identity:<identity_type>``, else customer_id. ``walletTransaction.reference`` is the
+envelope's event id, so AIR can recognise a repeated call.
+
+Requests are signed (`Destination.sign`): ``X-EES-AUTH-CLIENT-ID`` = config.extra["client_id"]
+and ``X-EES-AUTH-HASH`` = sha256 hex of (path + query + body + secret), where the path is the
+one relative to the AIR wallet base URL (``/services/trigger``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+from app.destinations.base import (
+    Action,
+    Destination,
+    HttpRequest,
+    ItemInvalid,
+    ItemResult,
+    Reply,
+    retry_after,
+    short,
+)
+from app.destinations.mapping import resolve
+
+TRIGGER_PATH = "/services/trigger"
+
+
+def air_signature(path_and_query: str, body: bytes | str, secret: str) -> str:
+    """sha256 hex of path + query + body + secret (AIR's X-EES-AUTH-HASH)."""
+    raw = body.decode() if isinstance(body, bytes) else body
+    return hashlib.sha256(f"{path_and_query}{raw}{secret}".encode()).hexdigest()
+
+
+def path_and_query(request: HttpRequest) -> str:
+    if request.params:
+        return f"{request.path}?{urlencode(list(request.params.items()))}"
+    return request.path
+
+
+def sign(config, request: HttpRequest, body: bytes) -> dict[str, str]:
+    return {
+        "X-EES-AUTH-CLIENT-ID": str((config.extra or {}).get("client_id", "")),
+        "X-EES-AUTH-HASH": air_signature(path_and_query(request), body, config.token),
+    }
+
+
+class Trigger(Action):
+    name = "trigger"
+    max_batch = 1
+    limit = "default"
+
+    def prepare(self, delivery, config):
+        envelope, params = delivery["envelope"], delivery.get("params") or {}
+        reference = resolve(params.get("reference"), envelope)
+        if not reference:
+            raise ItemInvalid("AIR action reference missing")
+        identity_type = str(params.get("identity_type") or "CUSTOMER_ID").upper()
+        ids = envelope.get("identities") or {}
+        value = ids.get(f"air_identity:{identity_type}") or ids.get("customer_id")
+        if not value:
+            raise ItemInvalid(f"no AIR identity of type {identity_type}")
+        if not envelope.get("event_id"):
+            raise ItemInvalid("event id missing")
+        return {"identityValue": str(value), "triggers": [{"reference": str(reference)}],
+                "walletTransaction": {"reference": str(envelope["event_id"])}}
+
+    def request(self, items, config) -> HttpRequest:
+        return HttpRequest("POST", TRIGGER_PATH, json=items[0], limit=self.limit)
+
+    def interpret(self, reply: Reply, items: Sequence[Any]) -> list[ItemResult]:
+        if reply.ok:
+            result = ItemResult("delivered", "", reply.status)
+        elif reply.status == 401:
+            result = ItemResult("auth", "http_401", 401)
+        elif reply.status in (400, 404):
+            body = reply.body if isinstance(reply.body, Mapping) else {}
+            reason = "identity_not_found" if reply.status == 404 else "http_400"
+            result = ItemResult("failed", reason, reply.status, detail=short(body or reply.body))
+        else:
+            reason = (reply.error or "transport") if reply.status == 0 else f"http_{reply.status}"
+            result = ItemResult("retry", reason, reply.status, retry_after_s=retry_after(reply))
+        return [result] * len(items)
+
+
+def auth_headers(config) -> dict[str, str]:
+    return {}
+
+
+DESTINATION = Destination(
+    name="air",
+    actions={"trigger": Trigger()},
+    limits={"default": 50.0},
+    auth_headers=auth_headers,
+    sign=sign,
+)

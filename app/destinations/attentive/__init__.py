@@ -1,0 +1,221 @@
+"""Attentive (SMS/e-mail): subscriptions, custom events and custom attributes. One user per call.
+
+Actions and the params they read (strings `"$.a.b"` are envelope paths):
+
+- ``subscribe``: ``sign_up_source_id`` (else config.extra["sign_up_source_id"]), optional
+  ``channel`` (TEXT or EMAIL; default TEXT when there is a phone). `perform` checks eligibility
+  first (``GET /subscriptions``) and skips ("already_subscribed") people not eligible for the
+  channel, because re-subscribing texts them an "already subscribed" message.
+- ``unsubscribe``: optional ``subscriptions`` [{type, channel}] (omitted = all).
+- ``custom_event``: ``type`` (no ``" ' ( ) { } [ ] \\ | ,``), ``properties`` {name: spec};
+  ``externalEventId`` = event id, ``occurredAt`` = occurred_at. Events older than 12 h are
+  skipped ("older_than_12h") without a call: they would not trigger journeys any more.
+- ``custom_attributes``: ``properties`` {name: spec} (flat).
+
+The user is ``{phone (E.164), email, externalIdentifiers.clientUserId = customer_id}``; a phone
+that is not E.164 is ItemInvalid, and a phone or e-mail is required.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from app.destinations.base import (
+    Action,
+    Destination,
+    HttpRequest,
+    ItemInvalid,
+    ItemResult,
+    Reply,
+    classify,
+)
+from app.destinations.mapping import resolve, resolve_present
+from app.envelope import Rejected, parse_time
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+FORBIDDEN_TYPE_CHARS = set("\"'(){}[]\\|,")
+MAX_EVENT_AGE_S = 12 * 3600
+
+
+def _user(envelope: Mapping[str, Any], with_client_id: bool = True) -> dict[str, Any]:
+    ids = envelope.get("identities") or {}
+    user: dict[str, Any] = {}
+    phone = ids.get("phone")
+    if phone:
+        if not E164.match(str(phone)):
+            raise ItemInvalid("phone is not E.164")
+        user["phone"] = str(phone)
+    if ids.get("email"):
+        user["email"] = str(ids["email"])
+    if not user:
+        raise ItemInvalid("no phone or e-mail for Attentive")
+    if with_client_id and ids.get("customer_id"):
+        user["externalIdentifiers"] = {"clientUserId": str(ids["customer_id"])}
+    return user
+
+
+def _properties(params: Mapping[str, Any], envelope: Mapping[str, Any]) -> dict[str, Any]:
+    spec = params.get("properties") or {}
+    if isinstance(spec, str):
+        value = resolve(spec, envelope)
+        return dict(value) if isinstance(value, Mapping) else {}
+    if not isinstance(spec, Mapping):
+        raise ItemInvalid("param 'properties' must be a mapping")
+    return resolve_present(spec, envelope)
+
+
+class _Single(Action):
+    """One user per call; results are the whole reply's class."""
+
+    max_batch = 1
+    path = ""
+
+    def request(self, items, config) -> HttpRequest:
+        return HttpRequest("POST", self.path, json=items[0]["body"], limit=self.limit)
+
+
+class Subscribe(_Single):
+    name = "subscribe"
+    limit = "subscribe"
+    path = "/subscriptions"
+
+    def prepare(self, delivery, config):
+        envelope, params = delivery["envelope"], delivery.get("params") or {}
+        user = _user(envelope)
+        source = resolve(params.get("sign_up_source_id"), envelope) or (
+            getattr(config, "extra", {}) or {}).get("sign_up_source_id")
+        if not source:
+            raise ItemInvalid("no signUpSourceId (param sign_up_source_id or config)")
+        channel = str(params.get("channel") or ("TEXT" if "phone" in user else "EMAIL")).upper()
+        body: dict[str, Any] = {"user": {k: v for k, v in user.items() if k in ("phone", "email")},
+                                "signUpSourceId": str(source)}
+        if "externalIdentifiers" in user:
+            body["externalIdentifiers"] = user["externalIdentifiers"]
+        return {"body": body, "channel": channel}
+
+    def eligibility_request(self, item) -> HttpRequest:
+        return HttpRequest("GET", "/subscriptions", params=dict(item["body"]["user"]),
+                           limit="default")
+
+    @staticmethod
+    def already_subscribed(reply: Reply, channel: str) -> bool:
+        body = reply.body if isinstance(reply.body, Mapping) else {}
+        for entry in body.get("subscriptionEligibilities") or []:
+            if not isinstance(entry, Mapping):
+                continue
+            subscription = entry.get("subscription") or {}
+            if str(subscription.get("channel", "")).upper() != channel:
+                continue
+            if subscription.get("type", "MARKETING") != "MARKETING":
+                continue
+            if (entry.get("eligibility") or {}).get("isEligible") is False:
+                return True
+        return False
+
+    def interpret(self, reply, items):
+        if not reply.ok:
+            return [classify(reply)] * len(items)
+        body = reply.body if isinstance(reply.body, Mapping) else {}
+        statuses = {r.get("subscriptionCreationStatus")
+                    for r in body.get("subscriptionResponses") or [] if isinstance(r, Mapping)}
+        reason = "previously_created" if statuses == {"PREVIOUSLY_CREATED"} else ""
+        return [ItemResult("delivered", reason, reply.status)] * len(items)
+
+    async def perform(self, send, items, config) -> list[ItemResult]:
+        results = []
+        for item in items:
+            check = await send(self.eligibility_request(item))
+            if not check.ok and check.status != 404:  # 404: unknown person, so eligible
+                results.append(classify(check))
+                continue
+            if check.ok and self.already_subscribed(check, item["channel"]):
+                results.append(ItemResult("skipped", "already_subscribed", check.status))
+                continue
+            reply = await send(self.request([item], config))
+            results.extend(self.interpret(reply, [item]))
+        return results
+
+
+class Unsubscribe(_Single):
+    name = "unsubscribe"
+    limit = "unsubscribe"
+    path = "/subscriptions/unsubscribe"
+
+    def prepare(self, delivery, config):
+        envelope, params = delivery["envelope"], delivery.get("params") or {}
+        user = _user(envelope, with_client_id=False)
+        body: dict[str, Any] = {"user": user}
+        subscriptions = params.get("subscriptions")
+        if subscriptions:
+            if not isinstance(subscriptions, list) or not all(
+                    isinstance(s, Mapping) and s.get("type") and s.get("channel")
+                    for s in subscriptions):
+                raise ItemInvalid("subscriptions must be a list of {type, channel}")
+            body["subscriptions"] = [dict(s) for s in subscriptions]
+        return {"body": body}
+
+
+class CustomEvent(_Single):
+    name = "custom_event"
+    limit = "default"
+    path = "/events/custom"
+    clock = staticmethod(time.time)
+
+    def prepare(self, delivery, config):
+        envelope, params = delivery["envelope"], delivery.get("params") or {}
+        event_type = resolve(params.get("type"), envelope)
+        if not event_type or not isinstance(event_type, str):
+            raise ItemInvalid("custom event type missing")
+        if FORBIDDEN_TYPE_CHARS & set(event_type):
+            raise ItemInvalid("custom event type contains a forbidden character")
+        try:
+            occurred = parse_time(envelope.get("occurred_at")).timestamp()
+        except Rejected:
+            raise ItemInvalid("occurred_at missing or invalid") from None
+        body = {"type": event_type, "user": _user(envelope),
+                "properties": _properties(params, envelope),
+                "externalEventId": envelope.get("event_id"),
+                "occurredAt": envelope.get("occurred_at")}
+        return {"body": body, "occurred": occurred}
+
+    async def perform(self, send, items, config) -> list[ItemResult]:
+        results = []
+        for item in items:
+            if self.clock() - item["occurred"] > MAX_EVENT_AGE_S:
+                results.append(ItemResult("skipped", "older_than_12h"))
+                continue
+            reply = await send(self.request([item], config))
+            results.extend(self.interpret(reply, [item]))
+        return results
+
+
+class CustomAttributes(_Single):
+    name = "custom_attributes"
+    limit = "default"
+    path = "/attributes/custom"
+
+    def prepare(self, delivery, config):
+        envelope, params = delivery["envelope"], delivery.get("params") or {}
+        properties = _properties(params, envelope)
+        if not properties:
+            raise ItemInvalid("no attribute values to set")
+        if any(isinstance(v, (Mapping, list)) for v in properties.values()):
+            raise ItemInvalid("custom attributes must be flat values")
+        return {"body": {"user": _user(envelope), "properties": properties}}
+
+
+def auth_headers(config) -> dict[str, str]:
+    return {"Authorization": f"Bearer {config.token}"}
+
+
+ACTIONS: Sequence[Action] = (Subscribe(), Unsubscribe(), CustomEvent(), CustomAttributes())
+
+DESTINATION = Destination(
+    name="attentive",
+    actions={a.name: a for a in ACTIONS},
+    limits={"default": 150.0, "subscribe": 10.0, "unsubscribe": 5.0},
+    auth_headers=auth_headers,
+)
