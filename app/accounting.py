@@ -1,0 +1,88 @@
+"""Accounting from `relay.outcomes`: has every ingress record reached an end?
+
+An ingress record (its origin, `topic/partition/offset`) is accounted for when it was
+dead-lettered at ingress, or normalized into envelopes that were all routed, and every delivery
+they planned reached a terminal outcome (delivered, skipped, unreachable, dead-lettered, or
+skipped as a duplicate). Outcome records may arrive in any order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+FINAL = {"delivered", "skipped", "unreachable", "dead_lettered", "duplicate_skipped"}
+
+
+@dataclass
+class Tracker:
+    expected: set[str] = field(default_factory=set)
+    ingress: dict[str, Any] = field(default_factory=dict)  # origin -> "dlq" | [event ids]
+    routed: dict[str, list[list[str]]] = field(default_factory=dict)  # event id -> deliveries
+    final: dict[str, str] = field(default_factory=dict)  # delivery id -> final status
+    retrying: set[str] = field(default_factory=set)
+    per_destination: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    ingress_dlq: int = 0
+    ingress_reasons: Counter = field(default_factory=Counter)
+
+    def expect(self, origins: Iterable[str]) -> None:
+        self.expected.update(origins)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        stage, status = record.get("stage"), record.get("status")
+        if stage == "ingress":
+            if status == "dead_lettered":
+                self.ingress[record["origin"]] = "dlq"
+                self.ingress_dlq += 1
+                self.ingress_reasons[record.get("reason", "")] += 1
+            else:
+                self.ingress[record["origin"]] = list(record.get("event_ids") or [])
+        elif stage == "route":
+            deliveries = record.get("deliveries") or []
+            self.routed[record["event_id"]] = deliveries
+            for dest, _action, _id in deliveries:
+                self.per_destination[dest]["sent"] += 1
+        elif stage == "deliver":
+            dest, delivery_id = record.get("destination", ""), record.get("delivery_id", "")
+            if status == "retrying":
+                if delivery_id not in self.retrying:
+                    self.per_destination[dest]["retried"] += 1
+                self.retrying.add(delivery_id)
+            elif status in FINAL and delivery_id not in self.final:
+                self.final[delivery_id] = status
+                self.retrying.discard(delivery_id)
+                self.per_destination[dest][status] += 1
+
+    def complete(self, origin: str) -> bool:
+        state = self.ingress.get(origin)
+        if state is None:
+            return False
+        if state == "dlq":
+            return True
+        for event_id in state:
+            deliveries = self.routed.get(event_id)
+            if deliveries is None:
+                return False
+            if any(d[2] not in self.final for d in deliveries):
+                return False
+        return True
+
+    def unaccounted(self) -> list[str]:
+        return sorted(o for o in self.expected if not self.complete(o))
+
+    @property
+    def done(self) -> bool:
+        return all(self.complete(o) for o in self.expected)
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for dest in sorted(self.per_destination):
+            c = self.per_destination[dest]
+            rows.append({
+                "destination": dest, "sent": c["sent"], "delivered": c["delivered"],
+                "skipped": c["skipped"] + c["duplicate_skipped"], "unreachable": c["unreachable"],
+                "dead_lettered": c["dead_lettered"], "retried": c["retried"],
+                "in_flight": c["sent"] - sum(c[s] for s in FINAL),
+            })
+        return rows

@@ -1,0 +1,136 @@
+"""The pieces `relay run`, the tests and the benchmark assemble on one machine: worker processes,
+a producer that remembers where each record landed, and a reader of `relay.outcomes`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Mapping
+
+import httpx
+import orjson
+
+from app.broker import free_port
+
+
+class WorkerProcess:
+    """`python -m app worker` as a child process with its own web port and data directory."""
+
+    def __init__(self, env: Mapping[str, str], data_dir: str, web_port: int | None = None,
+                 log_path: str | None = None):
+        self.web_port = web_port or free_port()
+        self.data_dir = data_dir
+        self.log_path = log_path or str(Path(data_dir) / "worker.log")
+        self.env = {**env, "WEB_PORT": str(self.web_port), "DATA_DIR": data_dir}
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self) -> "WorkerProcess":
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "worker"], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        return self
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc and self.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {self.proc.returncode}; "
+                                       f"see {self.log_path}")
+                try:
+                    reply = await client.get(f"{self.url}/readyz")
+                    if reply.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.25)
+        raise TimeoutError(f"worker not ready after {timeout_s:.0f}s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: the crash the delivery guarantees must survive."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM for a clean shutdown, SIGKILL if it hangs."""
+        if not self.proc or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except ProcessLookupError:
+            pass
+
+
+async def produce(bootstrap: str | list[str],
+                  records: Iterable[tuple[str, bytes | None, bytes]],
+                  headers: list[tuple[str, bytes]] | None = None) -> list[str]:
+    """Send records and return their origins (`topic/partition/offset`) in order."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=value, key=key, headers=headers)
+                   for topic, key, value in records]
+        metas = await asyncio.gather(*futures)
+        return [f"{m.topic}/{m.partition}/{m.offset}" for m in metas]
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str | list[str], topics: list[str],
+                     stop: asyncio.Event | None = None,
+                     idle_timeout_s: float | None = None) -> AsyncIterator[tuple[str, Any]]:
+    """Yield (topic, parsed value) from the beginning of `topics` until `stop` is set or the
+    topics stay quiet for `idle_timeout_s`."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                metadata_max_age_ms=2000)
+    await consumer.start()
+    quiet_since = time.monotonic()
+    try:
+        while not (stop and stop.is_set()):
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            if not batches:
+                if idle_timeout_s is not None and time.monotonic() - quiet_since > idle_timeout_s:
+                    return
+                continue
+            quiet_since = time.monotonic()
+            for tp, messages in batches.items():
+                for message in messages:
+                    try:
+                        yield tp.topic, orjson.loads(message.value)
+                    except orjson.JSONDecodeError:
+                        yield tp.topic, None
+    finally:
+        await consumer.stop()
+
+
+def base_env(broker_url: str, sandbox_env: Mapping[str, str] | None = None,
+             **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(sandbox_env or {})
+    env.update({"BROKER_URL": broker_url, "BROKER_FLAVOR": "tansu", "PYTHONUNBUFFERED": "1"})
+    if sandbox_env:
+        env["RELAY_TRACE_IDS"] = "1"
+    env.update(extra)
+    return env

@@ -1,0 +1,40 @@
+"""Prometheus metrics. Labels carry only bounded values: topic, source, destination, action,
+outcome and reason codes; never identifiers or personal data."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONSUMED = Counter("relay_events_consumed_total", "Ingress records consumed", ["topic"])
+NORMALIZED = Counter("relay_events_normalized_total", "Envelopes produced", ["source", "type"])
+UNMAPPED = Counter("relay_events_unmapped_total", "Events kept but not mapped", ["source"])
+INGRESS_DLQ = Counter("relay_ingress_dead_letters_total", "Ingress records dead-lettered",
+                      ["source", "reason"])
+ROUTED = Counter("relay_deliveries_routed_total", "Deliveries planned", ["destination", "action"])
+UNROUTED = Counter("relay_events_unrouted_total", "Envelopes no rule asked for", ["source"])
+OUTCOMES = Counter("relay_delivery_outcomes_total", "Delivery outcomes",
+                   ["destination", "action", "status"])
+REQUESTS = Counter("relay_destination_requests_total", "Destination HTTP requests",
+                   ["destination", "outcome"])
+REQUEST_SECONDS = Histogram("relay_destination_request_seconds", "Destination request latency",
+                            ["destination"],
+                            buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+BATCH_SIZE = Histogram("relay_delivery_batch_size", "Deliveries per sink batch", ["destination"],
+                       buckets=(1, 5, 10, 25, 50, 75, 100, 150, 250, 500, 1000))
+RETRIES = Counter("relay_delivery_retries_total", "Retries", ["destination", "stage"])
+DLQ = Counter("relay_delivery_dead_letters_total", "Deliveries dead-lettered",
+              ["destination", "reason"])
+LEDGER_HITS = Counter("relay_ledger_hits_total", "Deliveries skipped as already done",
+                      ["destination"])
+RATE_LIMIT_WAIT = Counter("relay_rate_limit_wait_seconds_total", "Time spent waiting for tokens",
+                          ["destination"])
+AUTH_FAILURES = Counter("relay_destination_auth_failures_total", "401/403 from a destination",
+                        ["destination"])
+BREAKER_STATE = Gauge("relay_circuit_state", "0 closed, 1 half-open, 2 open, 3 paused",
+                      ["destination"])
+EVENT_AGE = Histogram("relay_event_age_seconds", "Event age at delivery", ["destination"],
+                      buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
+IDENTITY_UPDATES = Counter("relay_identity_updates_total", "Identity table writes", ["kind"])
+WEBHOOKS = Counter("relay_webhooks_total", "MAAC webhooks received", ["result"])
+
+BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2, "paused": 3}

@@ -1,0 +1,141 @@
+"""Routing rules as data: event type (+ source, + conditions) -> destination actions.
+
+A new journey is a rule in `topics/routes.yaml`, not code. Rules are validated when loaded, so a
+typo stops start-up with a message naming the rule instead of silently routing nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from app.config import ConfigError
+from app.destinations.mapping import get_path
+
+_OPERATORS = {
+    "equals": lambda v, x: v == x or (v is not None and str(v) == str(x)),
+    "not_equals": lambda v, x: not (v == x or (v is not None and str(v) == str(x))),
+    "in": lambda v, x: v in x or (v is not None and str(v) in {str(i) for i in x}),
+    "exists": lambda v, x: (v not in (None, "", [], {})) == bool(x),
+    "gte": lambda v, x: _num(v) is not None and _num(v) >= x,
+    "lte": lambda v, x: _num(v) is not None and _num(v) <= x,
+    "gt": lambda v, x: _num(v) is not None and _num(v) > x,
+    "lt": lambda v, x: _num(v) is not None and _num(v) < x,
+}
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Target:
+    destination: str
+    action: str
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    type_pattern: str
+    source: str | None
+    conditions: tuple[Callable[[Mapping[str, Any]], bool], ...]
+    targets: tuple[Target, ...]
+
+    def matches(self, envelope: Mapping[str, Any]) -> bool:
+        if self.source and envelope.get("source") != self.source:
+            return False
+        etype = envelope.get("type", "")
+        if etype != self.type_pattern and not fnmatch.fnmatchcase(etype, self.type_pattern):
+            return False
+        return all(cond(envelope) for cond in self.conditions)
+
+
+def _condition(rule: str, spec: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
+    path = spec.get("path")
+    ops = [k for k in spec if k != "path"]
+    if not path or len(ops) != 1 or ops[0] not in _OPERATORS:
+        raise ConfigError(
+            f"ROUTES_FILE rule {rule!r}: a condition needs 'path' and one of {sorted(_OPERATORS)}"
+        )
+    op, expected = _OPERATORS[ops[0]], spec[ops[0]]
+    return lambda env: op(get_path(env, path), expected)
+
+
+def parse_rules(doc: Any, known: Callable[[str, str], bool] | None = None) -> list[Rule]:
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("routes"), list):
+        raise ConfigError("ROUTES_FILE must hold a 'routes' list")
+    rules, names = [], set()
+    for i, entry in enumerate(doc["routes"]):
+        name = str(entry.get("name") or f"route-{i}")
+        if name in names:
+            raise ConfigError(f"ROUTES_FILE rule {name!r} appears twice")
+        names.add(name)
+        when = entry.get("when") or {}
+        if not when.get("type"):
+            raise ConfigError(f"ROUTES_FILE rule {name!r} has no when.type")
+        targets = []
+        for target in entry.get("deliver") or []:
+            dest, action = target.get("destination"), target.get("action")
+            if not dest or not action:
+                raise ConfigError(f"ROUTES_FILE rule {name!r}: deliver needs destination and action")
+            if known and not known(dest, action):
+                raise ConfigError(f"ROUTES_FILE rule {name!r}: unknown action {dest}.{action}")
+            targets.append(Target(dest, action, target.get("params") or {}))
+        if not targets:
+            raise ConfigError(f"ROUTES_FILE rule {name!r} delivers nowhere")
+        conditions = tuple(_condition(name, c) for c in when.get("if") or [])
+        rules.append(Rule(name, when["type"], when.get("source"), conditions, tuple(targets)))
+    return rules
+
+
+def load_rules(path: str) -> list[Rule]:
+    from app.destinations.registry import get_action
+
+    def known(dest: str, action: str) -> bool:
+        try:
+            get_action(dest, action)
+            return True
+        except KeyError:
+            return False
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"ROUTES_FILE cannot be read: {exc}") from None
+    return parse_rules(doc, known)
+
+
+def delivery_id(destination: str, action: str, event_id: str, route: str) -> str:
+    return f"{destination}:{action}:{event_id}:{route}"
+
+
+def plan(rules: list[Rule], envelope: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every delivery an envelope asks for, one per (rule, target)."""
+    out = []
+    for rule in rules:
+        if not rule.matches(envelope):
+            continue
+        for target in rule.targets:
+            out.append({
+                "delivery_id": delivery_id(
+                    target.destination, target.action, envelope["event_id"], rule.name),
+                "destination": target.destination,
+                "action": target.action,
+                "event_id": envelope["event_id"],
+                "customer_key": envelope.get("customer_key", ""),
+                "route": rule.name,
+                "params": target.params,
+                "envelope": envelope,
+                "attempt": 0,
+                "not_before": 0.0,
+            })
+    return out
