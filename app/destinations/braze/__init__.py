@@ -42,6 +42,23 @@ MAX_PURCHASE_QUANTITY = 100
 MAX_CANVAS_ENTRY_BYTES = 50 * 1024
 
 
+def pack(items: Sequence[Any], weight, max_weight: int, max_count: int) -> list[list[Any]]:
+    """Consecutive chunks with at most `max_count` items and `max_weight` total weight."""
+    chunks: list[list[Any]] = []
+    chunk: list[Any] = []
+    used = 0
+    for item in items:
+        w = weight(item)
+        if chunk and (len(chunk) >= max_count or used + w > max_weight):
+            chunks.append(chunk)
+            chunk, used = [], 0
+        chunk.append(item)
+        used += w
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
 def _identify(envelope: Mapping[str, Any], allow_contact: bool = True) -> dict[str, Any]:
     ids = envelope.get("identities") or {}
     external = ids.get("braze_external_id") or ids.get("customer_id")
@@ -72,17 +89,20 @@ class _Track(Action):
 
     An item is ``{"objects": [...]}``: the objects it contributes to the one array this action
     fills. `perform` packs items into requests of at most 75 objects (never splitting an item),
-    so the core may hand it any batch up to ``max_batch`` deliveries; ``objects_per_item`` tells
-    a core that wants to pack tighter how many array slots an item takes. Partial failures
-    (``errors[].index``) are mapped back to the item owning that object.
+    so the core may hand it any batch up to ``max_batch`` deliveries. A core that packs chunks
+    itself should keep ``sum(weight(item)) <= max_weight`` per `perform` call (then `perform`
+    sends exactly one request, and per-request bookkeeping such as the sandbox's ``_relay_ids``
+    stays exact). Partial failures (``errors[].index``) map back to the item owning the object.
     """
 
     array = ""
     max_batch = MAX_OBJECTS
+    max_weight = MAX_OBJECTS  # array slots per request
     limit = "track"
 
     @staticmethod
-    def objects_per_item(item: Mapping[str, Any]) -> int:
+    def weight(item: Mapping[str, Any]) -> int:
+        """Array slots the item takes (a purchase delivery may take several)."""
         return len(item["objects"])
 
     def request(self, items: Sequence[Any], config: Any) -> HttpRequest:
@@ -118,17 +138,9 @@ class _Track(Action):
 
     async def perform(self, send, items, config) -> list[ItemResult]:
         results: list[ItemResult] = []
-        chunk: list[Any] = []
-        used = 0
-        for item in list(items) + [None]:
-            count = len(item["objects"]) if item is not None else 0
-            if chunk and (item is None or used + count > MAX_OBJECTS):
-                reply = await send(self.request(chunk, config))
-                results.extend(self.interpret(reply, chunk))
-                chunk, used = [], 0
-            if item is not None:
-                chunk.append(item)
-                used += count
+        for chunk in pack(items, self.weight, self.max_weight, self.max_batch):
+            reply = await send(self.request(chunk, config))
+            results.extend(self.interpret(reply, chunk))
         return results
 
 

@@ -64,15 +64,22 @@ class Upsert(Action):
     Size cap: `prepare` measures each user's JSON size (``item["size"]``; a single user above
     ``max_bytes`` is ItemInvalid) and `perform` splits the batch it receives into requests of at
     most ``max_batch`` users and ``max_bytes`` bytes (with a per-item margin for the sandbox's
-    ``_relay_ids``), so the core only needs to honour ``max_batch``. ``fail.errors`` keys
-    ``users.<i>.<field>`` fail only user ``i`` of that request.
+    ``_relay_ids``), so the core only needs to honour ``max_batch``. A core that packs chunks
+    itself should keep ``sum(weight(item)) <= max_weight`` (= ``max_bytes``) per `perform` call,
+    so that each call is exactly one request. ``fail.errors`` keys ``users.<i>.<field>`` fail
+    only user ``i`` of that request.
     """
 
     name = "upsert"
     max_batch = MAX_USERS
     max_bytes = MAX_BYTES - 100_000  # headroom for the envelope keys and sandbox ids
+    max_weight = max_bytes
     per_item_margin = 200
     limit = "upsert"
+
+    def weight(self, item: Mapping[str, Any]) -> int:
+        """Bytes the item adds to a request body (its JSON plus a margin)."""
+        return item["size"] + self.per_item_margin
 
     def prepare(self, delivery, config):
         envelope, params = delivery["envelope"], delivery.get("params") or {}
@@ -147,8 +154,8 @@ class Upsert(Action):
         chunk: list[Any] = []
         used = 0
         for item in items:
-            size = item["size"] + self.per_item_margin
-            if chunk and (len(chunk) >= self.max_batch or used + size > self.max_bytes):
+            size = self.weight(item)
+            if chunk and (len(chunk) >= self.max_batch or used + size > self.max_weight):
                 out.append(chunk)
                 chunk, used = [], 0
             chunk.append(item)
