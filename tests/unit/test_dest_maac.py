@@ -1,0 +1,200 @@
+import pytest
+
+from app.config import DestinationConfig
+from app.destinations import maac
+from app.destinations.base import ItemInvalid, Reply
+
+CONFIG = DestinationConfig("http://maac.test", "tok", {"poll_interval_s": "0", "poll_max": "3"})
+PUSH = maac.DESTINATION.actions["push"]
+MULTI = maac.DESTINATION.actions["multicast"]
+UID = "U" + "0123456789abcdef" * 2
+UID2 = "U" + "f" * 32
+
+
+def envelope(uid=UID, **payload):
+    base = {"template_id": 101, "maac_event_id": 55,
+            "variables": {"name": "Amy", "coupon": "C-10"}}
+    base.update(payload)
+    return {"event_id": "ev-1", "type": "journey.cart_abandoned", "source": "journey",
+            "occurred_at": "2026-11-22T10:00:00.000Z",
+            "identities": {"customer_id": "C1", **({"line_uid": uid} if uid else {})},
+            "attributes": {}, "payload": base, "trace": {}}
+
+
+def delivery(params, env=None, action="push"):
+    return {"delivery_id": "d", "action": action, "params": params, "envelope": env or envelope()}
+
+
+def prep(params, env=None, action=PUSH):
+    return action.prepare(delivery(params, env, action.name), CONFIG)
+
+
+def test_limits():
+    assert maac.DESTINATION.limits == {"push": 170, "multicast": 10, "default": 10}
+    assert PUSH.limit == "push" and MULTI.limit == "multicast" and MULTI.max_batch == 150
+    assert maac.DESTINATION.auth_headers(CONFIG) == {"Authorization": "Bearer tok"}
+
+
+def test_push_falls_back_to_payload_and_merges_variables():
+    item = prep({"variables": {"coupon": "C-20", "points": 5}})
+    req = PUSH.request([item], CONFIG)
+    assert req.method == "POST" and req.path == "/openapi/v1/direct_message/push/"
+    assert req.json == {"template_id": 101, "event_id": 55, "data": {
+        "line_uid": UID, "name": "Amy", "coupon": "C-20", "points": "5"}}
+
+
+def test_push_params_from_paths_like_the_routes():
+    item = prep({"template_id": "$.payload.template_id", "event_id": "$.payload.maac_event_id",
+                 "variables": "$.payload.variables"})
+    assert item["template_id"] == 101 and item["event_id"] == 55
+    assert item["data"]["coupon"] == "C-10"
+
+
+def test_push_without_event_id_omits_it():
+    env = envelope()
+    del env["payload"]["maac_event_id"]
+    req = PUSH.request([prep({}, env)], CONFIG)
+    assert "event_id" not in req.json
+
+
+@pytest.mark.parametrize("env,params", [
+    (envelope(uid=None), {}),
+    (envelope(uid="not-a-uid"), {}),
+    (envelope(template_id=None), {}),
+    (envelope(template_id="abc"), {}),
+    (envelope(), {"variables": {"hero_image": "https://cdn.test/a.gif"}}),
+    (envelope(), {"variables": {"image_url": "not a url"}}),
+    (envelope(), {"variables": {"banner": "https://cdn.test/b.webp?x=1"}}),
+])
+def test_push_invalid(env, params):
+    with pytest.raises(ItemInvalid):
+        prep(params, env)
+
+
+def test_no_line_uid_reason_is_stable():
+    with pytest.raises(ItemInvalid, match="no LINE uid"):
+        prep({}, envelope(uid=None))
+
+
+def test_valid_image_variables_pass():
+    item = prep({"variables": {"hero_image": "https://cdn.test/A.JPG?w=1",
+                               "link": "https://shop.test/cart"}})
+    assert item["data"]["hero_image"].endswith("A.JPG?w=1")
+
+
+@pytest.mark.parametrize("body,status", [
+    ({"id": 1, "event": 55, "result": "success"}, "delivered"),
+    ({"id": 1, "result": "timeout"}, "retry"),
+    ({"id": 1, "result": "error"}, "retry"),
+])
+def test_push_results(body, status):
+    (result,) = PUSH.interpret(Reply(200, {}, body), [{}])
+    assert result.status == status
+
+
+def test_push_line_error_is_unreachable_without_uid():
+    body = {"id": 1, "result": {"message": "Failed to send messages", "details": [
+        {"message": f"user {UID} blocked the account", "property": "to"}]}}
+    (result,) = PUSH.interpret(Reply(200, {}, body), [{}])
+    assert result.status == "unreachable"
+    assert "Failed to send messages" in result.reason and UID not in result.reason
+
+
+@pytest.mark.parametrize("status,expected", [(429, "retry"), (400, "failed"), (401, "auth")])
+def test_push_http_errors(status, expected):
+    (result,) = PUSH.interpret(Reply(status, {}, {"detail": "x"}), [{}])
+    assert result.status == expected
+
+
+async def test_push_with_event_name_uses_topic_cache():
+    maac._TOPIC_CACHE.clear()
+    env = envelope()
+    del env["payload"]["maac_event_id"]
+    calls = []
+
+    async def send(req):
+        calls.append((req.method, req.path))
+        if req.path == maac.EVENT_PATH and req.method == "GET":
+            return Reply(200, {}, {"results": [{"id": 9, "name": "other"}], "next": None})
+        if req.path == maac.EVENT_PATH:
+            assert req.json == {"name": "cart_abandoned"}
+            return Reply(201, {}, {"id": 42, "name": "cart_abandoned"})
+        assert req.json["event_id"] == 42
+        return Reply(200, {}, {"id": 1, "result": "success"})
+
+    item = prep({"event_name": "cart_abandoned"}, env)
+    assert (await PUSH.perform(send, [item], CONFIG))[0].status == "delivered"
+    item = prep({"event_name": "cart_abandoned"}, env)
+    assert (await PUSH.perform(send, [item], CONFIG))[0].status == "delivered"
+    assert [c for c in calls if c[1] == maac.EVENT_PATH] == [
+        ("GET", maac.EVENT_PATH), ("POST", maac.EVENT_PATH)]
+
+
+async def test_ensure_topic_finds_existing_and_reports_failure():
+    maac._TOPIC_CACHE.clear()
+
+    async def found(req):
+        return Reply(200, {}, [{"id": 7, "name": "t"}])
+
+    assert await maac.ensure_topic(found, CONFIG, "t") == 7
+
+    async def down(req):
+        return Reply(503, {}, None)
+
+    with pytest.raises(maac.TopicUnavailable) as err:
+        await maac.ensure_topic(down, CONFIG, "u")
+    assert err.value.result.status == "retry"
+
+
+def test_multicast_batch_key_and_request():
+    d1 = delivery({}, envelope(), "multicast")
+    d2 = delivery({}, envelope(UID2, template_id=102), "multicast")
+    assert MULTI.batch_key(d1) != MULTI.batch_key(d2)
+    assert MULTI.batch_key(d1) == MULTI.batch_key(delivery({}, envelope(UID2), "multicast"))
+    items = [prep({}, envelope(), MULTI), prep({}, envelope(UID2), MULTI)]
+    req = MULTI.request(items, CONFIG)
+    assert req.path == "/openapi/v1/direct_message/multicast/" and req.limit == "multicast"
+    assert req.json["template_id"] == 101 and req.json["event_id"] == 55
+    assert [d["line_uid"] for d in req.json["data"]] == [UID, UID2]
+
+
+async def test_multicast_polls_and_maps_fail_info():
+    statuses = iter([{"status": "pending"}, {"status": "sending"}, {
+        "status": "sent", "result": {"total_count": 2, "fail_count": 1, "fail_info": [
+            {"line_uid": UID2, "mark": "blocked", "response": "{}"}]}}])
+    calls = []
+
+    async def send(req):
+        calls.append(req.method)
+        if req.method == "POST":
+            return Reply(200, {}, {"id": 900, "result": "pending"})
+        assert req.path == "/openapi/v1/direct_message/900/"
+        return Reply(200, {}, next(statuses))
+
+    items = [prep({}, envelope(), MULTI), prep({}, envelope(UID2), MULTI)]
+    results = await MULTI.perform(send, items, CONFIG)
+    assert [r.status for r in results] == ["delivered", "unreachable"]
+    assert results[1].reason == "blocked"
+    assert calls == ["POST", "GET", "GET", "GET"]
+
+
+async def test_multicast_gives_up_polling_without_resending():
+    calls = []
+
+    async def send(req):
+        calls.append(req.method)
+        if req.method == "POST":
+            return Reply(200, {}, {"id": 5, "result": "pending"})
+        return Reply(200, {}, {"status": "sending"})
+
+    results = await MULTI.perform(send, [prep({}, envelope(), MULTI)], CONFIG)
+    assert results[0].status == "delivered" and results[0].reason == "status_unknown"
+    assert calls == ["POST", "GET", "GET", "GET"]
+
+
+async def test_multicast_rejected_request_classified():
+    async def send(req):
+        return Reply(429, {"Retry-After": "2"}, {"detail": "slow down"})
+
+    results = await MULTI.perform(send, [prep({}, envelope(), MULTI)] * 2, CONFIG)
+    assert [r.status for r in results] == ["retry", "retry"] and results[0].retry_after_s == 2
