@@ -6,9 +6,10 @@ Actions and the params they read (strings `"$.a.b"` are envelope paths):
 - ``track_event``: ``name``; optional ``properties`` {name: spec}. ``time`` = occurred_at and
   ``properties.event_id`` = the envelope's event id.
 - ``track_purchase``: ``currency``; optional ``lines_path`` (default ``$.payload.basket``),
-  ``product_id_field`` / ``price_field`` / ``quantity_field`` (defaults try ``product_id|upc|sku``,
-  ``price|unit_price|itemUnitCost``, ``quantity|itemUnitCount|qty``), ``price_divisor`` (e.g. 100
-  for amounts in minor units), ``properties``.
+  ``product_id_field`` / ``price_field`` / ``quantity_field`` (defaults try
+  ``product_id|upc|sku``, ``price|unit_price|unit_cost|itemUnitCost`` and
+  ``quantity|itemUnitCount|qty``), ``price_divisor`` (e.g. 100 for amounts in minor units),
+  ``properties``.
 - ``campaign_trigger`` / ``canvas_trigger``: ``campaign_id`` / ``canvas_id``; optional
   ``properties`` {name: spec} (trigger_properties / canvas_entry_properties), ``attributes``,
   ``send_to_existing_only``, ``broadcast`` (bool or path; the payload flag ``payload.broadcast``
@@ -176,7 +177,7 @@ class TrackEvent(_Track):
 
 
 _PRODUCT_FIELDS = ("product_id", "upc", "sku")
-_PRICE_FIELDS = ("price", "unit_price", "itemUnitCost")
+_PRICE_FIELDS = ("price", "unit_price", "unit_cost", "itemUnitCost")
 _QUANTITY_FIELDS = ("quantity", "itemUnitCount", "qty")
 
 
