@@ -38,15 +38,15 @@ def test_phone_must_be_e164(name, params):
         prep(name, params, envelope({"customer_id": "C1"}))
 
 
-def subscribe_send(eligible, calls, status=202):
+def subscribe_send(subscribed, calls, status=202):
+    """Eligibility as Attentive (and the sandbox) answer it: isEligible = can be messaged."""
     async def send(req):
         calls.append(req)
         if req.method == "GET":
             return Reply(200, {}, {"subscriptionEligibilities": [
-                {"subscription": {"type": "MARKETING", "channel": "TEXT"},
-                 "eligibility": {"isEligible": eligible}},
-                {"subscription": {"type": "MARKETING", "channel": "EMAIL"},
-                 "eligibility": {"isEligible": True}}]})
+                {"subscription": {"type": "MARKETING", "channel": ch},
+                 "eligibility": {"isEligible": ch in subscribed}}
+                for ch in ("TEXT", "EMAIL")]})
         return Reply(status, {}, {"subscriptionResponses": [
             {"subscription": {"type": "MARKETING", "channel": "TEXT"},
              "subscriptionCreationStatus": "NEWLY_CREATED"}]})
@@ -56,7 +56,7 @@ def subscribe_send(eligible, calls, status=202):
 async def test_subscribe_checks_eligibility_then_subscribes():
     calls = []
     item = prep("subscribe", {})
-    (result,) = await A["subscribe"].perform(subscribe_send(True, calls), [item], CONFIG)
+    (result,) = await A["subscribe"].perform(subscribe_send(set(), calls), [item], CONFIG)
     assert result.status == "delivered"
     get, post = calls
     assert get.method == "GET" and get.path == "/subscriptions"
@@ -69,16 +69,40 @@ async def test_subscribe_checks_eligibility_then_subscribes():
 
 async def test_subscribe_skips_already_subscribed_without_posting():
     calls = []
-    (result,) = await A["subscribe"].perform(subscribe_send(False, calls),
+    (result,) = await A["subscribe"].perform(subscribe_send({"TEXT", "EMAIL"}, calls),
                                              [prep("subscribe", {})], CONFIG)
     assert (result.status, result.reason) == ("skipped", "already_subscribed")
     assert [c.method for c in calls] == ["GET"]
 
 
-async def test_subscribe_email_channel_is_checked_separately():
+async def test_subscribe_never_resends_the_subscribed_phone():
     calls = []
-    item = prep("subscribe", {"channel": "EMAIL"})
-    (result,) = await A["subscribe"].perform(subscribe_send(False, calls), [item], CONFIG)
+    (result,) = await A["subscribe"].perform(subscribe_send({"TEXT"}, calls),
+                                             [prep("subscribe", {})], CONFIG)
+    assert result.status == "delivered"
+    assert calls[1].json["user"] == {"email": "a@example.com"}
+
+
+async def test_subscribe_channel_param_limits_the_check():
+    calls = []
+    item = prep("subscribe", {"channel": "text"})
+    assert item["body"]["user"] == {"phone": "+14155550100"}
+    (result,) = await A["subscribe"].perform(subscribe_send({"TEXT"}, calls), [item], CONFIG)
+    assert result.status == "skipped" and len(calls) == 1
+    with pytest.raises(ItemInvalid):
+        prep("subscribe", {"channel": "PUSH"})
+    with pytest.raises(ItemInvalid):
+        prep("subscribe", {"channel": "TEXT"}, envelope({"email": "a@example.com"}))
+
+
+async def test_subscribe_unknown_person_404_still_subscribes():
+    calls = []
+
+    async def send(req):
+        calls.append(req)
+        return Reply(404, {}, None) if req.method == "GET" else Reply(202, {}, {})
+
+    (result,) = await A["subscribe"].perform(send, [prep("subscribe", {})], CONFIG)
     assert result.status == "delivered" and len(calls) == 2
 
 

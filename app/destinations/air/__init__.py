@@ -34,8 +34,8 @@ TRIGGER_PATH = "/services/trigger"
 
 def air_signature(path_and_query: str, body: bytes | str, secret: str) -> str:
     """sha256 hex of path + query + body + secret (AIR's X-EES-AUTH-HASH)."""
-    raw = body.decode() if isinstance(body, bytes) else body
-    return hashlib.sha256(f"{path_and_query}{raw}{secret}".encode()).hexdigest()
+    raw = body.encode() if isinstance(body, str) else bytes(body)
+    return hashlib.sha256(path_and_query.encode() + raw + secret.encode()).hexdigest()
 
 
 def path_and_query(request: HttpRequest) -> str:

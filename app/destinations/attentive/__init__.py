@@ -3,9 +3,10 @@
 Actions and the params they read (strings `"$.a.b"` are envelope paths):
 
 - ``subscribe``: ``sign_up_source_id`` (else config.extra["sign_up_source_id"]), optional
-  ``channel`` (TEXT or EMAIL; default TEXT when there is a phone). `perform` checks eligibility
-  first (``GET /subscriptions``) and skips ("already_subscribed") people not eligible for the
-  channel, because re-subscribing texts them an "already subscribed" message.
+  ``channel`` (TEXT or EMAIL; default: every channel the person has a contact for). `perform`
+  checks eligibility first (``GET /subscriptions``) and subscribes only channels not subscribed
+  yet; with none left it skips ("already_subscribed"), because re-subscribing a TEXT subscriber
+  texts them an "already subscribed" message.
 - ``unsubscribe``: optional ``subscriptions`` [{type, channel}] (omitted = all).
 - ``custom_event``: ``type`` (no ``" ' ( ) { } [ ] \\ | ,``), ``properties`` {name: spec};
   ``externalEventId`` = event id, ``occurredAt`` = occurred_at. Events older than 12 h are
@@ -77,10 +78,24 @@ class _Single(Action):
         return HttpRequest("POST", self.path, json=items[0]["body"], limit=self.limit)
 
 
+_CHANNEL_CONTACT = {"TEXT": "phone", "EMAIL": "email"}
+
+
 class Subscribe(_Single):
+    """Eligibility check, then subscribe only the channels not subscribed yet.
+
+    ``GET /subscriptions`` answers one entry per (type, channel); ``isEligible: true`` is read as
+    "this person can already be messaged on the channel", i.e. already subscribed (Attentive's
+    meaning, and the sandbox's). Set ``eligible_means_subscribed = False`` for the opposite
+    reading. Channels: TEXT for the phone, EMAIL for the e-mail, or only ``params.channel``.
+    Already-subscribed channels are dropped from the POST (so a TEXT subscriber is never texted
+    "already subscribed"); when none is left the item is "skipped" / "already_subscribed".
+    """
+
     name = "subscribe"
     limit = "subscribe"
     path = "/subscriptions"
+    eligible_means_subscribed = True
 
     def prepare(self, delivery, config):
         envelope, params = delivery["envelope"], delivery.get("params") or {}
@@ -89,31 +104,38 @@ class Subscribe(_Single):
             getattr(config, "extra", {}) or {}).get("sign_up_source_id")
         if not source:
             raise ItemInvalid("no signUpSourceId (param sign_up_source_id or config)")
-        channel = str(params.get("channel") or ("TEXT" if "phone" in user else "EMAIL")).upper()
-        body: dict[str, Any] = {"user": {k: v for k, v in user.items() if k in ("phone", "email")},
-                                "signUpSourceId": str(source)}
+        channel = resolve(params.get("channel"), envelope)
+        channels = [c for c, key in _CHANNEL_CONTACT.items() if key in user]
+        if channel:
+            channel = str(channel).upper()
+            if channel not in _CHANNEL_CONTACT:
+                raise ItemInvalid("channel must be TEXT or EMAIL")
+            if channel not in channels:
+                raise ItemInvalid(f"no contact for the {channel} channel")
+            channels = [channel]
+        contacts = {_CHANNEL_CONTACT[c]: user[_CHANNEL_CONTACT[c]] for c in channels}
+        body: dict[str, Any] = {"user": contacts, "signUpSourceId": str(source)}
         if "externalIdentifiers" in user:
             body["externalIdentifiers"] = user["externalIdentifiers"]
-        return {"body": body, "channel": channel}
+        return {"body": body, "channels": channels}
 
     def eligibility_request(self, item) -> HttpRequest:
         return HttpRequest("GET", "/subscriptions", params=dict(item["body"]["user"]),
                            limit="default")
 
-    @staticmethod
-    def already_subscribed(reply: Reply, channel: str) -> bool:
+    def subscribed_channels(self, reply: Reply) -> set[str]:
         body = reply.body if isinstance(reply.body, Mapping) else {}
+        out = set()
         for entry in body.get("subscriptionEligibilities") or []:
             if not isinstance(entry, Mapping):
                 continue
             subscription = entry.get("subscription") or {}
-            if str(subscription.get("channel", "")).upper() != channel:
-                continue
             if subscription.get("type", "MARKETING") != "MARKETING":
                 continue
-            if (entry.get("eligibility") or {}).get("isEligible") is False:
-                return True
-        return False
+            eligible = (entry.get("eligibility") or {}).get("isEligible")
+            if isinstance(eligible, bool) and eligible == self.eligible_means_subscribed:
+                out.add(str(subscription.get("channel", "")).upper())
+        return out
 
     def interpret(self, reply, items):
         if not reply.ok:
@@ -128,13 +150,18 @@ class Subscribe(_Single):
         results = []
         for item in items:
             check = await send(self.eligibility_request(item))
-            if not check.ok and check.status != 404:  # 404: unknown person, so eligible
+            if not check.ok and check.status != 404:  # 404: unknown person, nothing subscribed
                 results.append(classify(check))
                 continue
-            if check.ok and self.already_subscribed(check, item["channel"]):
+            done = self.subscribed_channels(check) if check.ok else set()
+            wanted = [c for c in item["channels"] if c not in done]
+            if not wanted:
                 results.append(ItemResult("skipped", "already_subscribed", check.status))
                 continue
-            reply = await send(self.request([item], config))
+            body = dict(item["body"])
+            body["user"] = {_CHANNEL_CONTACT[c]: item["body"]["user"][_CHANNEL_CONTACT[c]]
+                            for c in wanted}
+            reply = await send(self.request([{**item, "body": body}], config))
             results.extend(self.interpret(reply, [item]))
         return results
 
