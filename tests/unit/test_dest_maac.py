@@ -92,6 +92,12 @@ def test_push_results(body, status):
     assert result.status == status
 
 
+def test_line_error_reason_from_text_or_object():
+    assert maac.line_error_reason('{"message": "Not found"}') == "Not found"
+    assert maac.line_error_reason(f"bad {UID}") == "bad <line_uid>"
+    assert maac.line_error_reason(None) == "LINE error"
+
+
 def test_push_line_error_is_unreachable_without_uid():
     body = {"id": 1, "result": {"message": "Failed to send messages", "details": [
         {"message": f"user {UID} blocked the account", "property": "to"}]}}
@@ -161,7 +167,9 @@ def test_multicast_batch_key_and_request():
 async def test_multicast_polls_and_maps_fail_info():
     statuses = iter([{"status": "pending"}, {"status": "sending"}, {
         "status": "sent", "result": {"total_count": 2, "fail_count": 1, "fail_info": [
-            {"line_uid": UID2, "mark": "blocked", "response": "{}"}]}}])
+            {"line_uid": UID2, "mark": "C2", "response": {
+                "message": "Failed to send messages",
+                "details": [{"message": "blocked", "property": "to"}]}}]}}])
     calls = []
 
     async def send(req):
@@ -174,7 +182,7 @@ async def test_multicast_polls_and_maps_fail_info():
     items = [prep({}, envelope(), MULTI), prep({}, envelope(UID2), MULTI)]
     results = await MULTI.perform(send, items, CONFIG)
     assert [r.status for r in results] == ["delivered", "unreachable"]
-    assert results[1].reason == "blocked"
+    assert results[1].reason == "Failed to send messages; blocked"
     assert calls == ["POST", "GET", "GET", "GET"]
 
 

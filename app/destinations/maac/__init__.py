@@ -19,6 +19,7 @@ Image variables (keys containing "image", or values that are image URLs) must be
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,14 +42,31 @@ PUSH_PATH = "/openapi/v1/direct_message/push/"
 MULTICAST_PATH = "/openapi/v1/direct_message/multicast/"
 EVENT_PATH = "/openapi/v1/event/"
 MAX_MULTICAST = 150
-LINE_UID = re.compile(r"^U[0-9a-f]{32}$")
-_UID_ANYWHERE = re.compile(r"U[0-9a-f]{32}")
+# LINE user ids are "U" + 32 hex digits; accept any 33-character alphanumeric id starting with U
+# (the contract only promises 33 characters; the sandbox uses readable ones).
+LINE_UID = re.compile(r"^U[0-9A-Za-z]{32}$")
+_UID_ANYWHERE = re.compile(r"\bU[0-9A-Za-z]{32}\b")
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".svg", ".tif", ".tiff", ".heic")
 _ALLOWED_IMAGE_EXT = (".jpg", ".jpeg", ".png")
 
 
 def _redact(text: str) -> str:
     return _UID_ANYWHERE.sub("<line_uid>", text)[:200]
+
+
+def line_error_reason(error: Any) -> str:
+    """A short reason from a LINE error object (or its JSON text), without any LINE uid."""
+    if isinstance(error, str):
+        try:
+            error = json.loads(error)
+        except ValueError:
+            return _redact(error) or "LINE error"
+    if not isinstance(error, Mapping):
+        return "LINE error"
+    message = str(error.get("message") or "LINE error")
+    details = [str(d.get("message")) for d in error.get("details") or []
+               if isinstance(d, Mapping) and d.get("message")]
+    return _redact("; ".join([message, *details]))
 
 
 def _url_path(value: str) -> str | None:
@@ -192,10 +210,7 @@ class Push(Action):
         elif result in ("timeout", "error"):
             outcome = ItemResult("retry", f"maac_{result}", reply.status)
         elif isinstance(result, Mapping):
-            message = str(result.get("message") or "LINE error")
-            details = [str(d.get("message")) for d in result.get("details") or []
-                       if isinstance(d, Mapping) and d.get("message")]
-            reason = _redact("; ".join([message, *details]))
+            reason = line_error_reason(result)
             outcome = ItemResult("unreachable", reason, reply.status, detail=reason)
         else:
             outcome = ItemResult("retry", "maac_result_unknown", reply.status,
@@ -246,8 +261,8 @@ class Multicast(Action):
         failed: dict[str, str] = {}
         for entry in result.get("fail_info") or []:
             if isinstance(entry, Mapping) and entry.get("line_uid"):
-                why = entry.get("mark") or entry.get("response") or "LINE push failed"
-                failed[str(entry["line_uid"])] = _redact(str(why))
+                # `mark` is the sender's own per-user marker, not a reason: report LINE's answer
+                failed[str(entry["line_uid"])] = line_error_reason(entry.get("response"))
         return [ItemResult("unreachable", failed[item["data"]["line_uid"]], 200)
                 if item["data"]["line_uid"] in failed else ItemResult("delivered", "", 200)
                 for item in items]
