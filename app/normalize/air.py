@@ -1,0 +1,958 @@
+"""Eagle Eye AIR outbound events (`air.outbound`) -> envelopes.
+
+AIR posts one document per event: `headers`, `request`, `response`, `atomicOperations` and
+`enrichmentData` (see contracts/air.md). Real payloads are messy, so everything here is tolerant:
+bodies may be JSON strings, objects or null; `enrichmentData` may be an object, `[]`, a
+non-standard identities map or missing; object types come in camelCase or UPPER_SNAKE_CASE;
+dates often lack a timezone (UTC). Unknown event names become one `air.unmapped` envelope and
+unknown object types are kept under `payload.extra`.
+
+Identities: the configured type (`settings.air_customer_identity`) -> `customer_id`, EMAIL ->
+`email`, MOBILE/PHONE -> `phone` (E.164), every identity also as `air_identity:<TYPE>`, and the
+wallet id as `air_wallet_id`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from app.config import Settings
+from app.envelope import Rejected, make_envelope, utc_iso
+from app.normalize.common import (
+    EMPTY,
+    Identities,
+    as_dict,
+    as_list,
+    boolean,
+    camel_case,
+    dig,
+    drop_empty,
+    first,
+    iso_or_raw,
+    number,
+    snake_case,
+    snake_keys,
+    text,
+    time_or_none,
+)
+
+SOURCE = "air"
+
+WALLET = "walletEntity"
+IDENTITY = "walletIdentityEntity"
+CONSUMER = "walletConsumerEntity"
+ACCOUNT = "walletAccountEntity"
+ACCOUNT_TXN = "walletAccountTransactionEntity"
+WALLET_TXN = "walletTransactionEntity"
+TIER = "tierMembershipEntity"
+TIER_TXN = "tierMembershipTransactionEntity"
+
+KNOWN_OBJECT_TYPES = (WALLET, IDENTITY, CONSUMER, ACCOUNT, ACCOUNT_TXN, WALLET_TXN, TIER, TIER_TXN)
+_OBJECT_TYPE_BY_KEY = {t.lower(): t for t in KNOWN_OBJECT_TYPES}
+
+EMAIL_TYPES = {"EMAIL", "EMAIL_ADDRESS", "E_MAIL"}
+PHONE_TYPES = {"MOBILE", "PHONE", "MOBILE_NUMBER", "PHONE_NUMBER", "MSISDN", "TEL"}
+LINE_TYPES = {"LINE_UID", "LINE_USER_ID", "LINE"}
+
+TRACE_HEADERS = ("eesEventId", "eesMasterEventId", "eventName", "unitId", "clientId",
+                 "eesApiVersion", "externalMessageId")
+
+_WALLET_IN_PATH = re.compile(r"/wallets?/(\d+)")
+
+POINTS_EVENT_TYPES = {
+    "EARN": "loyalty.points.earned",
+    "CREDIT": "loyalty.points.credited",
+    "DEBIT": "loyalty.points.debited",
+    "SPEND": "loyalty.points.spent",
+    "REFUND_DEBIT": "loyalty.points.refunded",
+    "REFUND": "loyalty.points.refunded",
+    "LOCK": "loyalty.points.locked",
+    "VOID": "loyalty.points.voided",
+}
+COUPON_EVENT_TYPES = {
+    "REDEEM": "loyalty.coupon.redeemed",
+    "UNREDEEM": "loyalty.coupon.unredeemed",
+    "CREATE": "loyalty.coupon.issued",
+    "ISSUE": "loyalty.coupon.issued",
+}
+
+
+def object_type(raw: Any) -> str:
+    """`WALLET_ACCOUNT_ENTITY`, `walletAccountEntity`, `WalletAccountEntity` -> one form."""
+    name = text(raw) or ""
+    key = re.sub(r"[^0-9a-z]", "", name.lower())
+    return _OBJECT_TYPE_BY_KEY.get(key) or camel_case(name) or "unknown"
+
+
+def parse_body(raw: Any) -> Any:
+    """A request/response body: JSON string -> parsed, object kept, non-JSON text kept as text."""
+    if isinstance(raw, (bytes, bytearray)):
+        raw = bytes(raw).decode("utf-8", "replace")
+    if isinstance(raw, str):
+        stripped = raw.strip()
+        if not stripped:
+            return None
+        try:
+            return orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            return raw
+    return raw
+
+
+@dataclass
+class Op:
+    type: str
+    operation: str
+    value: dict
+    raw_type: str
+
+
+class AirDoc:
+    """One AIR document, parsed once, with the lookups the handlers need."""
+
+    def __init__(self, doc: Mapping[str, Any], settings: Settings):
+        headers = doc.get("headers")
+        if not isinstance(headers, Mapping):
+            raise Rejected("missing_field", "headers")
+        self.headers = headers
+        self.event_name = (text(headers.get("eventName")) or "").upper()
+        if not self.event_name:
+            raise Rejected("missing_field", "headers.eventName")
+        source_id = text(first(headers, "eesEventId", "eesMasterEventId", "externalMessageId"))
+        if not source_id:
+            raise Rejected("missing_field", "headers.eesEventId")
+        self.source_id = source_id
+        self.settings = settings
+        self.request = as_dict(doc.get("request"))
+        self.response = as_dict(doc.get("response"))
+        self.request_body = parse_body(self.request.get("body"))
+        self.response_body = parse_body(self.response.get("body"))
+        self.ops: list[Op] = []
+        for item in as_list(doc.get("atomicOperations")):
+            if not isinstance(item, Mapping):
+                continue
+            raw_type = text(item.get("objectType")) or ""
+            value = parse_body(item.get("objectValue"))
+            self.ops.append(Op(
+                type=object_type(raw_type),
+                operation=(text(item.get("operationType")) or "").upper(),
+                value=value if isinstance(value, dict) else {"value": value} if value else {},
+                raw_type=raw_type,
+            ))
+        self.enrichment = doc.get("enrichmentData")
+        self.occurred_at = self._occurred_at()
+        self.ids = Identities(settings.default_region)
+        self.identity_types: list[str] = []
+        self.wallet_id = self._collect_identities()
+
+    # --- lookups --------------------------------------------------------------------------
+
+    def of(self, *types: str, operation: str | None = None) -> list[dict]:
+        return [op.value for op in self.ops
+                if op.type in types and (operation is None or op.operation == operation)]
+
+    def last(self, *types: str) -> dict:
+        found = self.of(*types)
+        return found[-1] if found else {}
+
+    def bodies(self) -> list[dict]:
+        return [b for b in (self.response_body, self.request_body) if isinstance(b, dict)]
+
+    def _occurred_at(self) -> datetime:
+        for raw in (self.headers.get("eventDate"), self.headers.get("eventTime"),
+                    self.headers.get("timestamp")):
+            when = time_or_none(raw)
+            if when:
+                return when
+        for op in self.ops:
+            for raw in (dig(op.value, "dateUpdated"), dig(op.value, "dateCreated"),
+                        dig(op.value, "dates", "updated"), dig(op.value, "dates", "created")):
+                when = time_or_none(raw)
+                if when:
+                    return when
+        if self.headers.get("eventDate") in EMPTY:
+            raise Rejected("missing_field", "headers.eventDate")
+        raise Rejected("invalid_value", "headers.eventDate is not a readable timestamp")
+
+    # --- identities -----------------------------------------------------------------------
+
+    def _identity_records(self) -> tuple[list[dict], list[str]]:
+        records: list[dict] = []
+        wallet_keys: list[str] = []
+
+        def take(raw: Any) -> None:
+            if isinstance(raw, list):
+                for item in raw:
+                    if isinstance(item, Mapping):
+                        if "identities" in item and "type" not in item:
+                            take(item.get("identities"))
+                        else:
+                            records.append(dict(item))
+            elif isinstance(raw, Mapping):
+                if "type" in raw and "value" in raw:
+                    records.append(dict(raw))
+                    return
+                for kind, value in raw.items():  # non-standard {"CUSTOMER_ID": "..."} map
+                    if not isinstance(value, (dict, list)):
+                        records.append({"type": kind, "value": value})
+
+        enrichment = self.enrichment
+        if isinstance(enrichment, Mapping):
+            for key, value in enrichment.items():
+                key_text = str(key)
+                if key_text.lower().startswith("walletentity_"):
+                    wallet_keys.append(key_text.split("_", 1)[1])
+                if key_text == "identities":
+                    take(value)
+                elif isinstance(value, Mapping):
+                    take(value.get("identities"))
+                elif isinstance(value, list):
+                    take(value)
+        elif isinstance(enrichment, list):
+            take(enrichment)
+        for value in self.of(IDENTITY):
+            take([value] if "type" in value else value.get("identities"))
+        for body in self.bodies():
+            take(body.get("identities"))
+            if isinstance(body.get("identity"), Mapping):
+                take([body["identity"]])
+        return records, wallet_keys
+
+    def _collect_identities(self) -> str | None:
+        records, wallet_keys = self._identity_records()
+        wallet_candidates: list[Any] = []
+        # Active identities first, so a deleted or suspended one never shadows a live one.
+        records.sort(key=lambda r: 0 if str(r.get("status") or "ACTIVE").upper() == "ACTIVE"
+                     else 1)
+        customer_type = self.settings.air_customer_identity.upper()
+        for record in records:
+            kind = (text(record.get("type")) or "").upper()
+            value = record.get("value")
+            if value in EMPTY or isinstance(value, (dict, list)):
+                continue
+            wallet_candidates.append(record.get("walletId"))
+            if not kind:
+                continue
+            if kind not in self.identity_types:
+                self.identity_types.append(kind)
+            self.ids.add(f"air_identity:{kind}", value)
+            if kind == customer_type:
+                self.ids.add("customer_id", value)
+            if kind in EMAIL_TYPES:
+                self.ids.add("email", value)
+            elif kind in PHONE_TYPES:
+                self.ids.add("phone", value)
+            elif kind in LINE_TYPES:
+                self.ids.add("line_uid", value)
+        for consumer in self.of(CONSUMER):
+            for contact in consumer_contacts(consumer):
+                if contact["type"] in ("email", "phone"):
+                    self.ids.add(contact["type"], contact["value"])
+        for value in self.of(WALLET):
+            wallet_candidates.append(first(value, "walletId", "id"))
+        for op in self.ops:
+            wallet_candidates.append(op.value.get("walletId"))
+            wallet_candidates.append(dig(op.value, "account", "walletId"))
+        wallet_candidates.extend(wallet_keys)
+        for body in self.bodies():
+            wallet_candidates.append(body.get("walletId"))
+            wallet_candidates.append(dig(body, "wallet", "walletId"))
+        match = _WALLET_IN_PATH.search(text(self.request.get("resource")) or "")
+        if match:
+            wallet_candidates.append(match.group(1))
+        for candidate in wallet_candidates:
+            wallet_id = text(candidate)
+            if wallet_id:
+                self.ids.add("air_wallet_id", wallet_id)
+                return wallet_id
+        return None
+
+    # --- shared facts ---------------------------------------------------------------------
+
+    def accounts(self) -> list[dict]:
+        seen: dict[str, dict] = {}
+        result: list[dict] = []
+        for value in self.of(ACCOUNT):
+            account = account_of(value)
+            key = account.get("account_id")
+            if key and key in seen:
+                seen[key].update(account)
+                continue
+            if key:
+                seen[key] = account
+            result.append(account)
+        if not result:
+            for body in self.bodies():
+                for value in as_list(body.get("accounts")):
+                    if isinstance(value, Mapping):
+                        result.append(account_of(value))
+                if result:
+                    break
+        return result
+
+    def transactions(self) -> list[dict]:
+        return [transaction_of(v) for v in self.of(ACCOUNT_TXN)]
+
+    def points_balance(self) -> Any:
+        """The last POINTS balance seen, in operation order."""
+        balance = None
+        for op in self.ops:
+            if op.type == ACCOUNT and is_points(op.value):
+                found = current_balance(op.value.get("balances"))
+            elif op.type == ACCOUNT_TXN:
+                account = as_dict(op.value.get("account"))
+                if not is_points(account) and not is_points(op.value):
+                    continue
+                found = current_balance(op.value.get("balancesAfter"))
+                if found is None:
+                    found = current_balance(account.get("balances"))
+            else:
+                continue
+            if found is not None:
+                balance = found
+        return balance
+
+    def extra(self) -> dict:
+        unknown: dict[str, list] = {}
+        for op in self.ops:
+            if op.type not in KNOWN_OBJECT_TYPES:
+                unknown.setdefault(op.type, []).append(
+                    {"operation": op.operation, "value": op.value} if op.operation else op.value)
+        return {"objects": unknown} if unknown else {}
+
+    def trace(self) -> dict:
+        trace = {name: self.headers.get(name) for name in TRACE_HEADERS
+                 if self.headers.get(name) not in EMPTY}
+        trace["eventName"] = self.event_name
+        trace.update(self.ids.trace())
+        return trace
+
+
+# --- value helpers ----------------------------------------------------------------------------
+
+
+def balances_of(raw: Any) -> dict:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {k: v for k, v in snake_keys(raw).items() if v is not None}
+
+
+def current_balance(raw: Any) -> Any:
+    if isinstance(raw, Mapping):
+        for name in ("current", "available", "usable"):
+            value = number(raw.get(name))
+            if value is not None:
+                return value
+    return number(raw)
+
+
+def is_points(value: Mapping) -> bool:
+    return (text(value.get("type")) or "").upper() == "POINTS"
+
+
+def account_of(value: Mapping) -> dict:
+    relationships = as_dict(value.get("relationships"))
+    objective_of = relationships.get("OBJECTIVE_OF") or relationships.get("objectiveOf")
+    return drop_empty({
+        "account_id": text(first(value, "accountId", "id")),
+        "type": (text(value.get("type")) or "").upper() or None,
+        "client_type": text(value.get("clientType")),
+        "status": (text(value.get("status")) or "").upper() or None,
+        "state": (text(value.get("state")) or "").upper() or None,
+        "campaign_id": text(value.get("campaignId")),
+        "balances": balances_of(value.get("balances")),
+        "expiry_date": iso_or_raw(dig(value, "dates", "end")),
+        "objective_of": snake_keys(objective_of) if objective_of else None,
+    })
+
+
+def transaction_of(value: Mapping) -> dict:
+    account = as_dict(value.get("account")) or {k: value.get(k) for k in (
+        "accountId", "type", "clientType", "status", "campaignId", "balances")}
+    return drop_empty({
+        "transaction_id": text(first(value, "accountTransactionId", "transactionId", "id")),
+        "event": (text(value.get("event")) or "").upper() or None,
+        "value": number(value.get("value")),
+        "account": account_of(account),
+        "balances_before": balances_of(value.get("balancesBefore")),
+        "balances_after": balances_of(value.get("balancesAfter")),
+    })
+
+
+def coupon_of(txn: Mapping) -> dict:
+    account = as_dict(txn.get("account"))
+    return drop_empty({
+        "account_id": account.get("account_id"),
+        "campaign_id": account.get("campaign_id"),
+        "type": account.get("type"),
+        "client_type": account.get("client_type"),
+        "value": txn.get("value"),
+    })
+
+
+def consumer_contacts(consumer: Mapping) -> list[dict]:
+    data = parse_body(consumer.get("data"))
+    data = data if isinstance(data, dict) else {}
+    raw = first(data, "contact", "contacts", default=[])
+    items: list[dict] = []
+    if isinstance(raw, Mapping):
+        raw = [{"type": k, "value": v} for k, v in raw.items()]
+    for item in as_list(raw):
+        if not isinstance(item, Mapping):
+            continue
+        kind = (text(item.get("type")) or "").lower()
+        value = text(item.get("value"))
+        if not value:
+            continue
+        if kind in ("mobile", "phone", "sms", "tel", "mobile_number"):
+            kind = "phone"
+        elif kind in ("email", "e_mail", "email_address"):
+            kind = "email"
+        items.append({"type": kind or "unknown", "value": value})
+    for kind in ("email", "phone", "mobile"):
+        value = text(data.get(kind)) or text(dig(data, "personal", kind))
+        if value:
+            items.append({"type": "phone" if kind == "mobile" else kind, "value": value})
+    return items
+
+
+def marketing_optin(data: Mapping) -> bool | None:
+    found: bool | None = None
+    raw = first(data, "communication", "communications", "optin", default=[])
+    for item in as_list(raw) if not isinstance(raw, Mapping) else [raw]:
+        if not isinstance(item, Mapping):
+            continue
+        optin = item.get("optin", item)
+        if isinstance(optin, Mapping):
+            value = boolean(first(optin, "marketing", "MARKETING", "email", "sms"))
+        else:
+            value = boolean(optin)
+        if value is not None:
+            found = bool(found) or value
+    return found
+
+
+def consumer_of(value: Mapping, ids: Identities) -> dict:
+    data = parse_body(value.get("data"))
+    data = data if isinstance(data, dict) else {}
+    personal = as_dict(data.get("personal")) or data
+    first_name = text(first(personal, "firstName", "first_name", "givenName", "forename"))
+    last_name = text(first(personal, "lastName", "last_name", "familyName", "surname"))
+    name = text(first(personal, "name", "fullName")) or (
+        " ".join(p for p in (first_name, last_name) if p) or None)
+    contacts = []
+    for contact in consumer_contacts(value):
+        if contact["type"] == "email":
+            cleaned = ids.add("email", contact["value"]) or None
+        elif contact["type"] == "phone":
+            cleaned = ids.add("phone", contact["value"]) or None
+        else:
+            cleaned = contact["value"]
+        if cleaned:
+            contacts.append({"type": contact["type"], "value": cleaned})
+    return drop_empty({
+        "consumer_id": text(first(value, "consumerId", "id")),
+        "name": name,
+        "first_name": first_name,
+        "last_name": last_name,
+        "birth_date": text(first(personal, "birthDate", "birth_date", "dob", "dateOfBirth")),
+        "gender": text(personal.get("gender")),
+        "language": text(first(personal, "language", "preferredLanguage", "locale"))
+        or text(first(data, "language", "locale")),
+        "friendly_name": text(value.get("friendlyName")),
+        "contacts": contacts,
+        "marketing_optin": marketing_optin(data),
+    })
+
+
+def consumer_attributes(consumer: Mapping) -> dict:
+    return drop_empty({k: consumer.get(k) for k in (
+        "name", "first_name", "last_name", "birth_date", "gender", "language")}) | (
+        {"marketing_optin": consumer["marketing_optin"]} if "marketing_optin" in consumer else {})
+
+
+def tier_id(raw: Any) -> str | None:
+    if isinstance(raw, Mapping):
+        raw = first(raw, "tierId", "id")
+    return text(raw)
+
+
+def direction_of(before: str | None, after: str | None, hints: list[Any]) -> str:
+    before_n, after_n = number(before), number(after)
+    if before_n is not None and after_n is not None and before_n != after_n:
+        return "up" if after_n > before_n else "down"
+    for hint in hints:
+        word = (text(hint) or "").upper()
+        if not word:
+            continue
+        if "DOWN" in word or "DEMOT" in word:
+            return "down"
+        if "UPGRADE" in word or "PROMOT" in word or word in ("UP", "MOVE_UP", "UPWARD"):
+            return "up"
+    return "unknown"
+
+
+def tier_facts(doc: AirDoc) -> dict:
+    memberships = doc.of(TIER)
+    membership = memberships[-1] if memberships else {}
+    txn = doc.last(TIER_TXN)
+    after = tier_id(first(txn, "tierIdAfter", "toTierId", "newTierId", "tierAfter"))
+    before = tier_id(first(txn, "tierIdBefore", "fromTierId", "previousTierId", "tierBefore"))
+    if before is None and txn:
+        before = tier_id(txn.get("tierId"))
+    if after is None:
+        after = tier_id(membership.get("tierId"))
+    if before is None:
+        before = tier_id(first(membership, "previousTierId", "tierIdBefore"))
+    if before is None and len(memberships) > 1:
+        before = tier_id(memberships[0].get("tierId"))
+    if before is None and after is None and txn:
+        after = tier_id(txn.get("tierId"))
+    balances_raw = as_dict(membership.get("balances")) or as_dict(txn.get("balances"))
+    balances = {
+        "points": number(balances_raw.get("points")),
+        "spend": number(balances_raw.get("spend")),
+        "transactions": number(balances_raw.get("transactions")),
+    }
+    transaction_type = text(first(txn, "transactionType", "type"))
+    return {
+        "tier_before": before,
+        "tier_after": after,
+        "direction": direction_of(before, after, [
+            transaction_type, txn.get("direction"), membership.get("direction"),
+            txn.get("event"), doc.event_name.rsplit(".", 1)[-1] if "MOVE" not in doc.event_name
+            else None]),
+        "balances": {k: v for k, v in balances.items() if v is not None},
+        "expiry_date": iso_or_raw(first(membership, "expiryDate", "expiry_date")
+                                  or dig(membership, "dates", "end")),
+        "tier_membership_id": text(first(membership, "tierMembershipId", "membershipId", "id"))
+        or text(txn.get("tierMembershipId")),
+        "tier_name": text(first(membership, "tierName", "name")),
+        "transaction_type": transaction_type,
+        "value": number(first(txn, "value", "amount")),
+    }
+
+
+def basket_line(raw: Mapping) -> dict:
+    known = {"upc", "sku", "itemUnitCost", "itemUnitCount", "totalUnitCostAfterDiscount",
+             "totalUnitCost", "description", "itemUnitMetric", "department"}
+    line = drop_empty({
+        "upc": text(raw.get("upc")),
+        "sku": text(first(raw, "sku", "productId", "itemId")),
+        "description": text(first(raw, "description", "name")),
+        "department": text(raw.get("department")),
+        "unit_cost": number(raw.get("itemUnitCost")),
+        "quantity": number(raw.get("itemUnitCount")),
+        "total": number(first(raw, "totalUnitCostAfterDiscount", "totalUnitCost")),
+        "unit_metric": text(raw.get("itemUnitMetric")),
+    })
+    if "total" not in line and "unit_cost" in line:
+        line["total"] = line["unit_cost"] * line.get("quantity", 1)
+    for key, value in raw.items():
+        if key not in known and value not in EMPTY and not isinstance(value, (dict, list)):
+            line.setdefault(camel_to_snake(key), value)
+    return line
+
+
+def camel_to_snake(key: Any) -> str:
+    return snake_case(key) or str(key)
+
+
+def money_total(raw: Any) -> Any:
+    if isinstance(raw, Mapping):
+        values = [number(v) for v in raw.values()]
+        values = [v for v in values if v is not None]
+        return sum(values) if values else None
+    return number(raw)
+
+
+def pos_facts(doc: AirDoc) -> dict:
+    wallet_txn = doc.last(WALLET_TXN)
+    basket = parse_body(wallet_txn.get("basket"))
+    basket = basket if isinstance(basket, dict) else {}
+    lines = [basket_line(x) for x in as_list(basket.get("contents")) if isinstance(x, Mapping)]
+    summary = as_dict(basket.get("summary"))
+    basket_value = number(first(summary, "totalBasketValue", "totalBasketValueAfterDiscount",
+                                "totalValue", "total"))
+    if basket_value is None:
+        basket_value = number(first(wallet_txn, "value", "totalValue"))
+    if basket_value is None and lines:
+        totals = [line.get("total") for line in lines if isinstance(line.get("total"),
+                                                                     (int, float))]
+        basket_value = sum(totals) if totals else None
+    quantities = [line.get("quantity") for line in lines]
+    items = sum(q for q in quantities if isinstance(q, (int, float))) if lines else None
+    txns = doc.transactions()
+
+    def points(*events: str) -> Any:
+        values = [t.get("value") for t in txns if t.get("event") in events
+                  and dig(t, "account", "type") == "POINTS"]
+        values = [v for v in values if isinstance(v, (int, float))]
+        return sum(values) if values else None
+
+    location = as_dict(wallet_txn.get("location"))
+    return drop_empty({
+        "wallet_id": doc.wallet_id,
+        "transaction_id": text(first(wallet_txn, "walletTransactionId", "transactionId", "id")),
+        "reference": text(wallet_txn.get("reference"))
+        or text(dig(doc.request_body, "walletTransaction", "reference")),
+        "transaction_type": (text(wallet_txn.get("type")) or "").upper() or None,
+        "status": (text(wallet_txn.get("status")) or "").upper() or None,
+        "store_id": text(first(location, "storeId", "incomingIdentifier")),
+        "store_parent_id": text(first(location, "storeParentId", "parentIncomingIdentifier")),
+        "phase": text(first(wallet_txn, "phase", "fulfilmentPhase")),
+        "basket": lines,
+        "totals": drop_empty({
+            "basket_value": basket_value,
+            "discount": money_total(first(summary, "totalDiscountAmount", "discount")),
+            "items": items,
+            "lines": len(lines) if lines else None,
+        }),
+        "currency": text(first(wallet_txn, "currency", "currencyCode")),
+        "points_earned": points("EARN", "CREDIT"),
+        "points_spent": points("SPEND", "DEBIT"),
+        "points_refunded": points("REFUND_DEBIT", "REFUND"),
+        "points_locked": points("LOCK"),
+        "points_voided": points("VOID"),
+        "points_balance": doc.points_balance(),
+        "coupons_redeemed": [coupon_of(t) for t in txns if t.get("event") == "REDEEM"
+                             and dig(t, "account", "type") != "POINTS"],
+        "coupons_unredeemed": [coupon_of(t) for t in txns if t.get("event") == "UNREDEEM"
+                               and dig(t, "account", "type") != "POINTS"],
+    })
+
+
+# --- handlers: (doc) -> (type, payload, attributes) --------------------------------------------
+
+Result = tuple[str, dict, dict]
+
+
+def _points_attr(doc: AirDoc) -> dict:
+    balance = doc.points_balance()
+    return {"points_balance": balance} if balance is not None else {}
+
+
+def wallet_created(doc: AirDoc) -> Result:
+    wallet = doc.last(WALLET)
+    payload = drop_empty({
+        "wallet_id": doc.wallet_id,
+        "wallet_type": (text(wallet.get("type")) or "").upper() or None,
+        "status": (text(wallet.get("status")) or "").upper() or None,
+        "identity_types": doc.identity_types,
+    })
+    return "loyalty.wallet.created", payload, {}
+
+
+def programme_joined(doc: AirDoc) -> Result:
+    occurred = utc_iso(doc.occurred_at)
+    accounts = doc.accounts()
+    tier = tier_facts(doc)
+    consumer_raw = doc.last(CONSUMER)
+    if not consumer_raw:
+        for body in doc.bodies():
+            if isinstance(body.get("consumer"), Mapping):
+                consumer_raw = body["consumer"]
+                break
+    consumer = consumer_of(consumer_raw, doc.ids) if consumer_raw else {}
+    payload = drop_empty({
+        "wallet_id": doc.wallet_id,
+        "accounts": [{k: a[k] for k in ("account_id", "type", "client_type", "status",
+                                        "balances", "campaign_id") if k in a}
+                     for a in accounts],
+        "tier": tier["tier_after"],
+        "tier_membership_id": tier["tier_membership_id"],
+        "consumer": consumer,
+        "identity_types": doc.identity_types,
+    })
+    attributes = drop_empty({"member_since": occurred, "tier": tier["tier_after"]})
+    attributes.update(_points_attr(doc))
+    if "marketing_optin" in consumer:
+        attributes["marketing_optin"] = consumer["marketing_optin"]
+    return "loyalty.programme.joined", payload, attributes
+
+
+def consumer_changed(kind: str) -> Callable[[AirDoc], Result]:
+    def handler(doc: AirDoc) -> Result:
+        consumer = consumer_of(doc.last(CONSUMER), doc.ids)
+        payload = drop_empty({"wallet_id": doc.wallet_id, "consumer": consumer})
+        return f"loyalty.consumer.{kind}", payload, consumer_attributes(consumer)
+
+    return handler
+
+
+def account_created(doc: AirDoc) -> Result:
+    accounts = doc.accounts()
+    tier = tier_facts(doc)
+    payload = drop_empty({"wallet_id": doc.wallet_id, "accounts": accounts,
+                          "tier": tier["tier_after"]})
+    attributes = drop_empty({"tier": tier["tier_after"]}) | _points_attr(doc)
+    return "loyalty.account.created", payload, attributes
+
+
+def campaign_accounts_created(doc: AirDoc) -> Result:
+    accounts = doc.accounts()
+    coupons = [a for a in accounts if "COUPON" in (a.get("type") or "")]
+    payload = drop_empty({
+        "wallet_id": doc.wallet_id,
+        "accounts": accounts,
+        "coupons": [drop_empty({k: a.get(k) for k in ("account_id", "campaign_id", "type",
+                                                      "client_type", "expiry_date")})
+                    for a in coupons],
+    })
+    kind = "loyalty.coupon.issued" if coupons else "loyalty.account.created"
+    return kind, payload, {}
+
+
+def _is_plan(account: Mapping) -> bool:
+    return "SUBSCRIPTION" in (account.get("type") or "") or "PLAN" in (account.get("type") or "")
+
+
+def plan_joined(doc: AirDoc) -> Result:
+    accounts = doc.accounts()
+    plans = [a for a in accounts if _is_plan(a)]
+    plan = plans[0] if plans else (accounts[0] if accounts else {})
+    payload = drop_empty({
+        "wallet_id": doc.wallet_id,
+        "plan": plan,
+        "entitlements": [a for a in accounts if a is not plan],
+    })
+    attributes = drop_empty({"plan_id": plan.get("campaign_id"),
+                             "plan_status": plan.get("status")})
+    return "loyalty.plan.joined", payload, attributes
+
+
+def account_updated(doc: AirDoc) -> Result:
+    accounts = doc.accounts()
+    txns = doc.transactions()
+    cancelled_ids = {t["account"].get("account_id") for t in txns if t.get("event") == "CANCEL"}
+    cancelled = [a for a in accounts if a.get("status") in ("CANCELLED", "CANCELED")
+                 or a.get("account_id") in cancelled_ids]
+    payload = drop_empty({"wallet_id": doc.wallet_id, "accounts": accounts,
+                          "cancelled": cancelled})
+    if cancelled and (any(_is_plan(a) for a in cancelled) or not any(map(_is_plan, accounts))):
+        plan = next((a for a in cancelled if _is_plan(a)), cancelled[0])
+        attributes = drop_empty({"plan_id": plan.get("campaign_id"), "plan_status": "CANCELLED"})
+        return "loyalty.plan.cancelled", payload, attributes
+    payload["event_name"] = doc.event_name
+    return "air.unmapped", payload, _points_attr(doc)
+
+
+def programme_left(doc: AirDoc) -> Result:
+    occurred = utc_iso(doc.occurred_at)
+    accounts = doc.accounts()
+    deleted = sorted({op.type for op in doc.ops if op.operation == "DELETE"})
+    payload = drop_empty({
+        "wallet_id": doc.wallet_id,
+        "cancelled_accounts": [a.get("account_id") for a in accounts
+                               if a.get("status") in ("CANCELLED", "CANCELED")],
+        "deleted": deleted,
+        "identity_types": doc.identity_types,
+    })
+    return "loyalty.programme.left", payload, {"programme_status": "left", "left_at": occurred}
+
+
+def pos_transaction(kind: str) -> Callable[[AirDoc], Result]:
+    def handler(doc: AirDoc) -> Result:
+        payload = pos_facts(doc)
+        totals = payload.get("totals", {})
+        attributes: dict[str, Any] = {}
+        if kind in ("settled", "fulfilled"):
+            attributes = drop_empty({
+                "total_spend": totals.get("basket_value"),
+                "items_purchased": totals.get("items"),
+                "points_earned": payload.get("points_earned"),
+                "last_store_id": payload.get("store_id"),
+                "last_purchase_at": utc_iso(doc.occurred_at),
+            })
+        elif kind == "refunded":
+            attributes = drop_empty({"refund_total": totals.get("basket_value"),
+                                     "points_refunded": payload.get("points_refunded")})
+        if payload.get("points_balance") is not None:
+            attributes["points_balance"] = payload["points_balance"]
+        return f"pos.transaction.{kind}", payload, attributes
+
+    return handler
+
+
+def pos_spend(kind: str) -> Callable[[AirDoc], Result]:
+    def handler(doc: AirDoc) -> Result:
+        facts = pos_facts(doc)
+        payload = {k: v for k, v in facts.items() if k not in ("basket",)}
+        return f"pos.spend.{kind}", payload, _points_attr(doc)
+
+    return handler
+
+
+def action_fired(doc: AirDoc) -> Result:
+    body = doc.request_body if isinstance(doc.request_body, dict) else {}
+    references = [text(t.get("reference")) for t in as_list(body.get("triggers"))
+                  if isinstance(t, Mapping) and text(t.get("reference"))]
+    txns = doc.transactions()
+    accounts = doc.accounts()
+    points = [t.get("value") for t in txns if dig(t, "account", "type") == "POINTS"
+              and t.get("event") in ("CREDIT", "EARN") and isinstance(t.get("value"),
+                                                                        (int, float))]
+    payload = drop_empty({
+        "wallet_id": doc.wallet_id,
+        "action_references": references,
+        "reference": text(dig(body, "walletTransaction", "reference"))
+        or text(dig(doc.last(WALLET_TXN), "reference")),
+        "behavioural_actions": [a for a in accounts
+                                if (a.get("type") or "") == "BEHAVIOURAL_ACTION"],
+        "coupons_issued": [a for a in accounts if "COUPON" in (a.get("type") or "")],
+        "points_credited": sum(points) if points else None,
+    })
+    return "loyalty.action.fired", payload, _points_attr(doc)
+
+
+def tier_changed(kind: str) -> Callable[[AirDoc], Result]:
+    def handler(doc: AirDoc) -> Result:
+        facts = tier_facts(doc)
+        payload = {
+            "tier_before": facts["tier_before"],
+            "tier_after": facts["tier_after"],
+            "direction": facts["direction"],
+            "balances": facts["balances"],
+            "expiry_date": facts["expiry_date"],
+            "tier_membership_id": facts["tier_membership_id"],
+            "transaction_type": facts["transaction_type"],
+        }
+        payload = {k: v for k, v in payload.items() if v is not None}
+        payload.update(drop_empty({"wallet_id": doc.wallet_id, "tier_name": facts["tier_name"],
+                                   "value": facts["value"]}))
+        attributes = drop_empty({
+            "tier": facts["tier_after"],
+            "tier_expiry": facts["expiry_date"],
+            "tier_points_balance": facts["balances"].get("points"),
+        })
+        if kind in ("moved", "adjusted"):
+            attributes.update(drop_empty({"tier_before": facts["tier_before"]}))
+            attributes["tier_direction"] = facts["direction"]
+        attributes.update(_points_attr(doc))
+        return f"loyalty.tier.{kind}", payload, attributes
+
+    return handler
+
+
+def account_transaction(doc: AirDoc) -> Result:
+    """WALLET.ACCOUNT.TRANSACTION.<EVENT>: coupons redeemed/unredeemed, points moves."""
+    txns = doc.transactions()
+    verb = doc.event_name.rsplit(".", 1)[-1]
+    coupons = [t for t in txns if dig(t, "account", "type") != "POINTS"]
+    points = [t for t in txns if dig(t, "account", "type") == "POINTS"]
+    redeemed = [coupon_of(t) for t in coupons if t.get("event") == "REDEEM"]
+    payload = drop_empty({"wallet_id": doc.wallet_id, "transactions": txns})
+    if verb == "REDEEM" or redeemed:
+        payload["coupons"] = redeemed or [coupon_of(t) for t in coupons]
+        return "loyalty.coupon.redeemed", payload, _points_attr(doc)
+    if verb in COUPON_EVENT_TYPES and not points:
+        payload["coupons"] = [coupon_of(t) for t in coupons]
+        return COUPON_EVENT_TYPES[verb], payload, {}
+    event = verb if verb in POINTS_EVENT_TYPES else next(
+        (t.get("event") for t in points if t.get("event") in POINTS_EVENT_TYPES), None)
+    if event:
+        values = [t.get("value") for t in points if isinstance(t.get("value"), (int, float))]
+        payload["points"] = sum(values) if values else None
+        payload = drop_empty(payload)
+        return POINTS_EVENT_TYPES[event], payload, _points_attr(doc)
+    payload["event_name"] = doc.event_name
+    return "air.unmapped", payload, _points_attr(doc)
+
+
+def unmapped(doc: AirDoc) -> Result:
+    payload = drop_empty({
+        "event_name": doc.event_name,
+        "wallet_id": doc.wallet_id,
+        "operations": [drop_empty({"object_type": op.type, "operation": op.operation})
+                       for op in doc.ops],
+        "request": drop_empty({"resource": text(doc.request.get("resource")),
+                               "method": text(doc.request.get("method"))}),
+        "response_code": number(doc.response.get("code")),
+        "identity_types": doc.identity_types,
+    })
+    return "air.unmapped", payload, _points_attr(doc)
+
+
+HANDLERS: dict[str, Callable[[AirDoc], Result]] = {
+    "SERVICE.WALLET.CREATE": wallet_created,
+    "SERVICE.WALLET.ACCOUNTS.CREATE": programme_joined,
+    "WALLET.CONSUMER.CREATE": consumer_changed("created"),
+    "WALLET.CONSUMER.UPDATE": consumer_changed("updated"),
+    "WALLET.ACCOUNT.CREATE.SCHEME": account_created,
+    "WALLET.ACCOUNT.CREATE.CAMPAIGN": campaign_accounts_created,
+    "WALLET.ACCOUNT.CREATE.PLAN": plan_joined,
+    "WALLET.ACCOUNT.UPDATE": account_updated,
+    "SERVICE.WALLET.DELETE": programme_left,
+    "POSCONNECT.WALLET.OPEN": pos_transaction("opened"),
+    "POSCONNECT.WALLET.SETTLE": pos_transaction("settled"),
+    "POSCONNECT.WALLET.FULFIL": pos_transaction("fulfilled"),
+    "POSCONNECT.WALLET.FULFILL": pos_transaction("fulfilled"),
+    "POSCONNECT.WALLET.REFUND": pos_transaction("refunded"),
+    "POSCONNECT.WALLET.SPEND": pos_spend("locked"),
+    "POSCONNECT.WALLET.SPEND.VOID": pos_spend("voided"),
+    "SERVICE.TRIGGER": action_fired,
+    "TIER.MEMBERSHIP.CREATE": tier_changed("created"),
+    "TIER.MEMBERSHIP.CREDIT": tier_changed("credited"),
+    "TIER.MEMBERSHIP.DEBIT": tier_changed("debited"),
+    "TIER.MEMBERSHIP.MOVE": tier_changed("moved"),
+    "TIER.MEMBERSHIP.ADJUST": tier_changed("adjusted"),
+}
+
+
+def handler_for(event_name: str) -> Callable[[AirDoc], Result]:
+    if event_name in HANDLERS:
+        return HANDLERS[event_name]
+    if event_name.startswith("WALLET.ACCOUNT.TRANSACTION."):
+        return account_transaction
+    return unmapped
+
+
+def _derived_redemptions(doc: AirDoc, main_type: str, trace: dict) -> list[dict]:
+    """A coupon redeemed inside another event (e.g. at a POS settle) is also its own event."""
+    if main_type == "loyalty.coupon.redeemed":
+        return []
+    envelopes = []
+    for index, txn in enumerate(doc.transactions()):
+        if txn.get("event") != "REDEEM" or dig(txn, "account", "type") == "POINTS":
+            continue
+        coupon = coupon_of(txn)
+        envelopes.append(make_envelope(
+            source=SOURCE,
+            type="loyalty.coupon.redeemed",
+            source_id=f"{doc.source_id}/redeem/{coupon.get('account_id') or index}",
+            occurred_at=doc.occurred_at,
+            identities=doc.ids.ids,
+            attributes={},
+            payload=drop_empty({"wallet_id": doc.wallet_id, "coupons": [coupon],
+                                "within": main_type}),
+            trace=trace,
+        ))
+    return envelopes
+
+
+def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> list[dict]:
+    if not isinstance(value, Mapping):
+        raise Rejected("not_an_object", "AIR event must be a JSON object")
+    doc = AirDoc(value, settings)
+    kind, payload, attributes = handler_for(doc.event_name)(doc)
+    extra = doc.extra()
+    if extra:
+        payload["extra"] = extra
+    trace = doc.trace()
+    envelope = make_envelope(
+        source=SOURCE,
+        type=kind,
+        source_id=doc.source_id,
+        occurred_at=doc.occurred_at,
+        identities=doc.ids.ids,
+        attributes=attributes,
+        payload=payload,
+        trace=trace,
+    )
+    return [envelope, *_derived_redemptions(doc, kind, trace)]

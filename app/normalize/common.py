@@ -1,0 +1,324 @@
+"""Helpers shared by the normalizers: identity cleaning, key spelling, tolerant field access.
+
+Everything here is pure and never raises anything but `Rejected` on bad input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+import phonenumbers
+
+from app.envelope import Rejected, parse_time, utc_iso
+
+_CAMEL_1 = re.compile(r"(.)([A-Z][a-z]+)")
+_CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
+_NON_WORD = re.compile(r"[^0-9a-zA-Z]+")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+EMPTY = (None, "", [], {})
+
+
+def snake_case(text: Any) -> str:
+    """`Cart Abandonment` / `cartAbandonment` / `CART-ABANDONMENT` -> `cart_abandonment`."""
+    if text is None:
+        return ""
+    text = str(text).strip()
+    text = _CAMEL_1.sub(r"\1_\2", text)
+    text = _CAMEL_2.sub(r"\1_\2", text)
+    text = _NON_WORD.sub("_", text)
+    return text.strip("_").lower()
+
+
+def camel_case(text: str) -> str:
+    """`WALLET_ACCOUNT_ENTITY` / `wallet_account_entity` -> `walletAccountEntity`."""
+    parts = [p for p in snake_case(text).split("_") if p]
+    if not parts:
+        return ""
+    return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
+
+
+def dig(doc: Any, *path: Any, default: Any = None) -> Any:
+    """`dig(doc, "a", "b", 0)`: nested dict/list access that never raises."""
+    current = doc
+    for part in path:
+        if isinstance(current, Mapping):
+            if part not in current:
+                return default
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int):
+            if not -len(current) <= part < len(current):
+                return default
+            current = current[part]
+        else:
+            return default
+    return default if current is None else current
+
+
+def first(doc: Any, *names: str, default: Any = None) -> Any:
+    """The first non-empty value among several spellings of a field (`customerId`, ...)."""
+    if not isinstance(doc, Mapping):
+        return default
+    for name in names:
+        value = doc.get(name)
+        if value not in EMPTY:
+            return value
+    return default
+
+
+def as_dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list:
+    if isinstance(value, list):
+        return value
+    if value in EMPTY:
+        return []
+    return [value]
+
+
+def text(value: Any) -> str | None:
+    """A scalar as a trimmed string; None for empty values and containers."""
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    result = str(value).strip()
+    return result or None
+
+
+def number(value: Any) -> int | float | None:
+    """A number from a number or a numeric string; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = float(value.strip())
+        except ValueError:
+            return None
+        if not math.isfinite(parsed):
+            return None
+        return int(parsed) if parsed.is_integer() and "." not in value else parsed
+    return None
+
+
+def boolean(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in {"true", "yes", "y", "1", "on", "opt_in", "optin", "subscribed"}:
+            return True
+        if lowered in {"false", "no", "n", "0", "off", "opt_out", "optout", "unsubscribed"}:
+            return False
+    return None
+
+
+def header(headers: Mapping[str, Any] | None, name: str) -> str | None:
+    """A Kafka header by case-insensitive name, decoded to str."""
+    if not headers:
+        return None
+    lowered = name.lower()
+    try:
+        items = headers.items()
+    except AttributeError:
+        return None
+    for key, value in items:
+        if str(key).lower() == lowered:
+            if isinstance(value, (bytes, bytearray)):
+                value = bytes(value).decode("utf-8", "replace")
+            return text(value)
+    return None
+
+
+def time_or_none(raw: Any) -> datetime | None:
+    if raw in EMPTY:
+        return None
+    try:
+        return parse_time(raw)
+    except (Rejected, ValueError, OverflowError, OSError):
+        return None
+
+
+def require_time(raw: Any, field: str) -> datetime:
+    """A timestamp that must be there and readable."""
+    if raw in EMPTY:
+        raise Rejected("missing_field", field)
+    when = time_or_none(raw)
+    if when is None:
+        raise Rejected("invalid_value", f"{field} is not a readable timestamp")
+    return when
+
+
+def iso_or_raw(raw: Any) -> Any:
+    """A date field normalised to UTC ISO-8601 when readable, else kept as it came."""
+    when = time_or_none(raw)
+    return utc_iso(when) if when else raw
+
+
+def content_id(*parts: Any) -> str:
+    """A stable id from content, for records that carry no id of their own."""
+    blob = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def snake_keys(doc: Any) -> Any:
+    """Recursively rename dict keys to snake_case (values untouched)."""
+    if isinstance(doc, Mapping):
+        return {snake_case(k) or str(k): snake_keys(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [snake_keys(v) for v in doc]
+    return doc
+
+
+# --- identities -------------------------------------------------------------------------------
+
+
+def clean_email(raw: Any) -> str | None:
+    value = text(raw)
+    if not value:
+        return None
+    value = value.lower()
+    return value if _EMAIL.match(value) else None
+
+
+def clean_phone(raw: Any, region: str) -> str | None:
+    """E.164, or None when it isn't a valid number (local formats read in `region`)."""
+    value = text(raw)
+    if not value or len(value) > 40:
+        return None
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    try:
+        parsed = phonenumbers.parse(value, region or None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+# Canonical identity type -> accepted spellings in our own ingress schemas.
+ID_ALIASES: dict[str, tuple[str, ...]] = {
+    "customer_id": ("customer_id", "customerId", "customerID", "CustomerId", "customer_no",
+                    "customerNo", "crm_id", "crmId"),
+    "email": ("email", "Email", "email_address", "emailAddress", "e_mail", "mail"),
+    "phone": ("phone", "Phone", "phone_number", "phoneNumber", "mobile", "mobile_number",
+              "mobileNumber", "msisdn", "tel"),
+    "line_uid": ("line_uid", "lineUid", "lineUID", "line_user_id", "lineUserId", "line_id",
+                 "lineId"),
+    "braze_external_id": ("braze_external_id", "brazeExternalId", "braze_id_external"),
+    "sessionm_user_id": ("sessionm_user_id", "sessionmUserId", "sessionm_id", "sessionmId"),
+    "insider_uuid": ("insider_uuid", "insiderUuid", "insider_id", "insiderId"),
+    "air_wallet_id": ("air_wallet_id", "airWalletId", "wallet_id", "walletId"),
+}
+
+ALIAS_TO_ID = {alias: kind for kind, aliases in ID_ALIASES.items() for alias in aliases}
+
+
+class Identities:
+    """Collects typed identities; the first non-empty value of each type wins.
+
+    An invalid phone is dropped and noted in `rejected` (for `trace.rejected_identifiers`), or
+    rejects the whole record when the source needs the phone."""
+
+    def __init__(self, region: str):
+        self.region = region
+        self.ids: dict[str, str] = {}
+        self.rejected: list[str] = []
+
+    def add(self, kind: str, raw: Any, *, required: bool = False) -> str | None:
+        if raw in EMPTY or isinstance(raw, (dict, list)):
+            return None
+        if kind == "email":
+            value = clean_email(raw)
+            if value is None:
+                self._reject("email: invalid", required, "email is not a valid address")
+        elif kind == "phone":
+            value = clean_phone(raw, self.region)
+            if value is None:
+                self._reject("phone: invalid", required, "phone is not a valid number")
+        else:
+            value = text(raw)
+        if value and kind not in self.ids:
+            self.ids[kind] = value
+        return value
+
+    def _reject(self, note: str, required: bool, detail: str) -> None:
+        if required:
+            raise Rejected("invalid_value", detail)
+        if note not in self.rejected:
+            self.rejected.append(note)
+
+    def add_from(self, doc: Any, aliases: Mapping[str, Iterable[str]] | None = None,
+                 *, keep_unknown: bool = False) -> None:
+        """Read every known spelling of every identity type out of a flat dict."""
+        if not isinstance(doc, Mapping):
+            return
+        table = dict(ID_ALIASES)
+        for kind, names in (aliases or {}).items():
+            table[kind] = tuple(names) + tuple(table.get(kind, ()))
+        for kind, names in table.items():
+            for name in names:
+                value = doc.get(name)
+                if value not in EMPTY and not isinstance(value, (dict, list)):
+                    self.add(kind, value)
+                    break
+        if keep_unknown:
+            known = {n for names in table.values() for n in names}
+            for name, value in doc.items():
+                if name in known or value in EMPTY or isinstance(value, (dict, list, bool)):
+                    continue
+                kind = snake_case(name)
+                if kind:
+                    self.add(kind, value)
+
+    def trace(self) -> dict[str, Any]:
+        return {"rejected_identifiers": list(self.rejected)} if self.rejected else {}
+
+
+def source_id_of(doc: Mapping[str, Any], *names: str, field: str) -> str:
+    value = text(first(doc, *names))
+    if not value:
+        raise Rejected("missing_field", field)
+    return value
+
+
+def drop_empty(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if v not in EMPTY}
+
+
+TIME_FIELDS = ("occurred_at", "occurredAt", "timestamp", "time", "event_time", "eventTime",
+               "created_at", "createdAt", "ts")
+
+
+def occurred_at_of(doc: Mapping[str, Any], *extra: str) -> datetime:
+    names = extra + TIME_FIELDS
+    raw = first(doc, *names)
+    return require_time(raw, names[0])
+
+
+def customer_identities(doc: Mapping[str, Any], region: str, *blocks: str,
+                        aliases: Mapping[str, Iterable[str]] | None = None,
+                        keep_unknown: bool = False) -> Identities:
+    """Identities from a nested block (`customer{...}`, `member{...}`) and from flat fields."""
+    ids = Identities(region)
+    for name in blocks or ("customer", "member", "user", "identifiers", "identities"):
+        block = doc.get(name)
+        if isinstance(block, Mapping):
+            ids.add_from(block, aliases, keep_unknown=keep_unknown)
+    ids.add_from(doc, aliases)
+    return ids
