@@ -21,7 +21,9 @@ _PATTERNS = [
     (re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"), "[email]"),
     (re.compile(r"\bU[0-9a-f]{32}\b"), "[line_uid]"),
     (re.compile(r"(?i)(bearer|basic)\s+[\w.~+/=-]+"), r"\1 [secret]"),
-    (re.compile(r"\+?\d[\d\s().-]{7,}\d"), "[phone]"),
+    # E.164, and national formats with a trunk 0 (0912-345-678, 03 1234 5678)
+    (re.compile(r"\+\d[\d\s-]{6,16}\d"), "[phone]"),
+    (re.compile(r"(?<![\w:.-])0\d{1,4}[\s-]?\d{3,4}[\s-]?\d{3,4}(?![\w:.-])"), "[phone]"),
 ]
 
 
@@ -43,8 +45,12 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
+_PLAIN_KEYS = {"timestamp", "level", "logger"}
+
+
 def _redact_processor(_logger, _name, event_dict: dict) -> dict:
-    return {k: redact(v, k) if k != "event" else scrub(str(v)) for k, v in event_dict.items()}
+    return {k: v if k in _PLAIN_KEYS else (scrub(str(v)) if k == "event" else redact(v, k))
+            for k, v in event_dict.items()}
 
 
 def configure(level: str = "info", stream=None) -> None:

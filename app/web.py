@@ -60,6 +60,11 @@ def install(app, settings: Settings) -> None:
         ready = (not app.rebalancing) and recovery.completed.is_set()
         return web.json({"ready": ready}, status=200 if ready else 503)
 
+    @app.page("/_relay/tables")
+    async def table_sizes(web, request):
+        """Key counts of the worker's tables (no keys or values: those are personal data)."""
+        return web.json({name: len(table) for name, table in app.relay_tables.items()})
+
     @app.page("/metrics")
     async def metrics_page(web, request):
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

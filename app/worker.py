@@ -71,9 +71,9 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     retry_topics = {d: topic(f"deliveries.retry.{d}") for d in DESTINATIONS}
 
     identities = app.Table("identities", default=None, partitions=settings.partitions,
-                           key_type=str, value_serializer="json")
+                           key_type=str)
     ledger = app.Table("ledger", default=None, partitions=settings.partitions,
-                       key_type=str, value_serializer="json")
+                       key_type=str)
     app.relay_tables = {"identities": identities, "ledger": ledger}
 
     async def emit(stage: str, status: str, key: bytes | None = None, **fields: Any) -> None:
@@ -89,7 +89,10 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
             headers = list(msg.headers or [])
             try:
                 envelopes = normalize_record(msg.topic, event.value, dict(headers), settings)
-            except Rejected as exc:
+            except Exception as exc:  # noqa: BLE001 - anything unreadable is dead-lettered
+                if not isinstance(exc, Rejected):
+                    log.exception("ingress.internal_error", origin=origin)
+                    exc = Rejected("internal_error", type(exc).__name__)
                 source = TOPIC_SOURCES.get(msg.topic, "")
                 metrics.INGRESS_DLQ.labels(source, exc.code).inc()
                 await ingress_dlq.send(key=event.key, value=orjson.dumps(ingress_dead_letter(
@@ -105,27 +108,42 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
             await emit("ingress", "normalized", origin=origin,
                        event_ids=[e["event_id"] for e in envelopes])
 
+    async def route_one(key: bytes | None, raw: bytes) -> None:
+        env = orjson.loads(raw)
+        ckey = env.get("customer_key") or ""
+        if ckey:
+            known = identities.get(ckey)
+            merged = {**(known or {}), **env.get("identities", {})}
+            if merged != known:
+                identities[ckey] = merged
+                metrics.IDENTITY_UPDATES.labels("event").inc()
+            enrich(env, known)
+        planned = route(rules, env)
+        if not planned:
+            metrics.UNROUTED.labels(env.get("source", "")).inc()
+        for delivery in planned:
+            metrics.ROUTED.labels(delivery["destination"], delivery["action"]).inc()
+            await dest_topics[delivery["destination"]].send(key=key, value=orjson.dumps(delivery))
+        await emit("route", "routed", origin=env["trace"].get("origin"), event_id=env["event_id"],
+                   deliveries=[[d["destination"], d["action"], d["delivery_id"]] for d in planned])
+
     @app.agent(normalized, name="route")
     async def route_agent(stream):
-        async for key, raw in stream.items():
-            env = orjson.loads(raw)
-            ckey = env.get("customer_key") or ""
-            if ckey:
-                known = identities[ckey]
-                merged = {**(known or {}), **env.get("identities", {})}
-                if merged != known:
-                    identities[ckey] = merged
-                    metrics.IDENTITY_UPDATES.labels("event").inc()
-                enrich(env, known)
-            planned = route(rules, env)
-            if not planned:
-                metrics.UNROUTED.labels(env.get("source", "")).inc()
-            for delivery in planned:
-                metrics.ROUTED.labels(delivery["destination"], delivery["action"]).inc()
-                await dest_topics[delivery["destination"]].send(key=key, value=orjson.dumps(delivery))
-            await emit("route", "routed", origin=env["trace"].get("origin"),
-                       event_id=env["event_id"],
-                       deliveries=[[d["destination"], d["action"], d["delivery_id"]] for d in planned])
+        async for event in stream.events():
+            try:
+                await route_one(event.key, event.value)
+            except Exception as exc:  # a bug must not stop the stream or lose the event
+                await internal_error("route", event, exc)
+
+    async def internal_error(stage: str, event, exc: Exception) -> None:
+        msg = event.message
+        origin = origin_of(msg.topic, msg.partition, msg.offset)
+        log.exception(f"{stage}.internal_error", origin=origin, error=type(exc).__name__)
+        rejected = Rejected("internal_error", f"{stage}: {type(exc).__name__}")
+        await ingress_dlq.send(key=event.key, value=orjson.dumps(ingress_dead_letter(
+            rejected, msg.topic, msg.partition, msg.offset, event.key, event.value,
+            list(msg.headers or []))))
+        await emit(stage, "dead_lettered", origin=origin, reason="internal_error")
 
     deliverers: dict[str, Deliverer] = {}
 
@@ -138,7 +156,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
         """Deliver a batch and record each outcome before the source offsets can advance."""
         todo = []
         for delivery in batch:
-            done = ledger[delivery["delivery_id"]]
+            done = ledger.get(delivery["delivery_id"])
             if done and done.get("status") in TERMINAL:
                 metrics.LEDGER_HITS.labels(dest).inc()
                 await emit("deliver", "duplicate_skipped", destination=dest,

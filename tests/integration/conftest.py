@@ -1,0 +1,115 @@
+"""Real parts for integration tests: the embedded broker, the sandbox over real HTTP on
+127.0.0.1, and relay workers as real processes. Nothing is mocked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.broker import EmbeddedBroker, free_port
+from app.catalog import create_topics, load_catalog
+from app.config import load_settings
+from app.localstack import WorkerProcess, base_env
+
+pytestmark = pytest.mark.integration
+
+
+class SandboxThread:
+    """The sandbox on its own event loop in a thread, so any test (sync or async) can use it."""
+
+    def __init__(self, **kwargs):
+        from app.sandbox import Sandbox
+
+        self.loop = asyncio.new_event_loop()
+        self.sandbox = Sandbox(**kwargs)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> "SandboxThread":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.sandbox.start(), self.loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.sandbox.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+    @property
+    def url(self) -> str:
+        return self.sandbox.url
+
+    def credentials(self) -> dict[str, str]:
+        return self.sandbox.credentials()
+
+    def calls(self, destination: str | None = None) -> list[dict]:
+        params = {"destination": destination} if destination else {}
+        return httpx.get(f"{self.url}/_sandbox/calls", params=params, timeout=10).json()
+
+    def faults(self, **spec) -> None:
+        httpx.post(f"{self.url}/_sandbox/faults", json=spec, timeout=10).raise_for_status()
+
+    def reset(self) -> None:
+        httpx.delete(f"{self.url}/_sandbox/calls", timeout=10)
+        httpx.delete(f"{self.url}/_sandbox/faults", timeout=10)
+
+
+def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.25, what: str = ""):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what or predicate}")
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=str(log)) as b:
+        settings = load_settings({**os.environ, "BROKER_URL": b.url})
+        asyncio.run(create_topics(b.bootstrap, load_catalog(settings)))
+        yield b
+
+
+@pytest.fixture(scope="module")
+def worker_port():
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def sandbox(worker_port):
+    box = SandboxThread(webhook_url=f"http://127.0.0.1:{worker_port}/webhooks/maac",
+                        webhook_delay_s=0.2, seed=7)
+    box.start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="module")
+def start_worker(broker, sandbox, worker_port, tmp_path_factory):
+    """Start relay workers; each is stopped at the end of the module."""
+    started: list[WorkerProcess] = []
+
+    def start(port: int | None = None, data_dir: str | None = None, **env) -> WorkerProcess:
+        data_dir = data_dir or str(tmp_path_factory.mktemp("worker"))
+        proc = WorkerProcess(base_env(broker.url, sandbox.credentials(), LOG_LEVEL="info", **env),
+                             data_dir, web_port=port or worker_port)
+        proc.start()
+        started.append(proc)
+        asyncio.run(proc.wait_ready(90))
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+        if Path(proc.log_path).exists():
+            tail = Path(proc.log_path).read_text(errors="replace")[-3000:]
+            print(f"--- worker log tail ({proc.log_path}) ---\n{tail}")

@@ -1,0 +1,59 @@
+import pytest
+
+from app.config import ConfigError
+from app.routing import parse_rules, plan
+
+ENV = {"event_id": "e1", "type": "loyalty.tier.moved", "source": "air", "customer_key": "customer_id:C1",
+       "identities": {"customer_id": "C1", "line_uid": "U" + "a" * 32},
+       "attributes": {"tier_direction": "up", "points": "150"}, "payload": {}}
+
+
+def rules(*routes):
+    return parse_rules({"routes": list(routes)})
+
+
+def test_type_glob_source_and_conditions():
+    rs = rules(
+        {"name": "a", "when": {"type": "loyalty.tier.*", "source": "air",
+                               "if": [{"path": "attributes.tier_direction", "equals": "up"},
+                                      {"path": "identities.line_uid", "exists": True},
+                                      {"path": "attributes.points", "gte": 100}]},
+         "deliver": [{"destination": "maac", "action": "push", "params": {"template_id": 1}}]},
+        {"name": "b", "when": {"type": "loyalty.tier.moved", "source": "annex"},
+         "deliver": [{"destination": "braze", "action": "track_event"}]},
+        {"name": "c", "when": {"type": "loyalty.tier.moved",
+                               "if": [{"path": "attributes.tier_direction", "equals": "down"}]},
+         "deliver": [{"destination": "braze", "action": "track_event"}]},
+    )
+    planned = plan(rs, ENV)
+    assert [(d["destination"], d["action"], d["route"]) for d in planned] == [("maac", "push", "a")]
+    assert planned[0]["delivery_id"] == "maac:push:e1:a"
+    assert planned[0]["customer_key"] == "customer_id:C1"
+    assert planned[0]["params"] == {"template_id": 1}
+
+
+def test_missing_path_fails_numeric_condition_quietly():
+    rs = rules({"name": "a", "when": {"type": "*", "if": [{"path": "payload.nope", "gt": 1}]},
+                "deliver": [{"destination": "braze", "action": "track_event"}]})
+    assert plan(rs, ENV) == []
+
+
+@pytest.mark.parametrize("doc,needle", [
+    ({}, "routes"),
+    ({"routes": [{"name": "x", "when": {}, "deliver": [{"destination": "a", "action": "b"}]}]}, "'x'"),
+    ({"routes": [{"name": "x", "when": {"type": "t"}, "deliver": []}]}, "delivers nowhere"),
+    ({"routes": [{"name": "x", "when": {"type": "t", "if": [{"path": "a", "like": 1}]},
+                  "deliver": [{"destination": "a", "action": "b"}]}]}, "condition"),
+])
+def test_bad_rules_stop_startup_with_the_rule_named(doc, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_rules(doc)
+    assert needle in str(err.value)
+    assert "ROUTES_FILE" in str(err.value)
+
+
+def test_unknown_action_is_rejected_when_checked():
+    with pytest.raises(ConfigError, match="unknown action braze.nope"):
+        parse_rules({"routes": [{"name": "x", "when": {"type": "t"},
+                                 "deliver": [{"destination": "braze", "action": "nope"}]}]},
+                    known=lambda d, a: a != "nope")
