@@ -73,7 +73,8 @@ class Sandbox:
         self.port = port
         rng = random.Random(seed)
         self.hub = Hub(
-            rng=rng, limiter=Limiter(rate_scale), observer=Observer(), faults=Faults(rng),
+            rng=rng, limiter=Limiter(rate_scale), observer=Observer(),
+            faults=Faults(random.Random(seed)),
             recorder=Recorder(max_calls), webhook_url=webhook_url, webhook_secret=webhook_secret,
             open_share=open_share, webhook_delay_s=webhook_delay_s,
             webhook_retry_delays=tuple(webhook_retry_delays), multicast_delay_s=multicast_delay_s,

@@ -3,8 +3,9 @@
 Why: the relay's retry, back-off, retry-topic and dead-letter paths only run when a destination
 misbehaves, and real vendors do not misbehave on demand. A plan per destination (or "*" for all)
 says how often calls fail, with which statuses, how often they hang, how much latency to add and
-whether the destination is in an outage. Randomness comes from the sandbox's seeded generator so a
-run with the same seed and the same call order fails the same calls.
+whether the destination is in an outage. Randomness comes from a generator seeded
+with the sandbox's seed and used for nothing else, so a run with the same seed and the same call
+order fails the same calls.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from app.sandbox.core import KEYS, Ctx, Emulator, Endpoint, Invalid
 from app.sandbox.faults import Faults
-from app.sandbox.limits import Limiter, Observer, RateLimited
+from app.sandbox.limits import Limiter, LimitState, Observer, RateLimited
 from app.sandbox.recorder import Recorder
 
 MAX_BODY = 16 * 1024 * 1024  # above every vendor limit, so the emulators can answer 413/400 themselves
@@ -98,7 +98,14 @@ async def dispatch(hub: Hub, emu: Emulator, ep: Endpoint, request: web.Request) 
             return json_response(504, emu.error_body(504, "sandbox fault: timed out"))
         if fault.status:
             hub.recorder.status(name, fault.status)
-            return json_response(fault.status, emu.error_body(fault.status, "sandbox fault"))
+            headers = {}
+            if fault.status == 429 and ep.limits:  # look like the vendor's own 429
+                limit, window_s = hub.limiter.specs[ep.limits[-1]]
+                headers = emu.limit_headers(LimitState(ep.limits[-1], limit, 0, 1.0, window_s))
+                body = emu.error_body(429, emu.rate_limited_message())
+            else:
+                body = emu.error_body(fault.status, "sandbox fault")
+            return json_response(fault.status, body, headers)
 
     tail = request.path[len(emu.prefix):] or "/"
     raw = await request.read()

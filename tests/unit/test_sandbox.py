@@ -235,6 +235,10 @@ async def test_fault_injection(sandbox, client):
     assert stats["503"] == 1 and stats["200"] == 1 and stats["timeout"] == 1
     bad = await client.post(f"{sandbox.url}/_sandbox/faults", json={"error_rate": 2})
     assert bad.status_code == 400
+    sandbox.set_faults("attentive", error_rate=1.0, statuses=[429])
+    r = await client.post(f"{creds['ATTENTIVE_BASE_URL']}/subscriptions",
+                          headers=bearer(creds["ATTENTIVE_API_KEY"]), json={})
+    assert r.status_code == 429 and r.headers["x-ratelimit-remaining"] == "0"
 
 
 async def test_faults_are_reproducible_with_a_seed():
