@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from app.sandbox.air import Air
@@ -39,6 +40,7 @@ from app.sandbox.sessionm import SessionM
 
 __all__ = ["DESTINATIONS", "Sandbox", "serve"]
 
+log = structlog.get_logger(__name__)
 EMULATORS = (Maac, Line, Braze, Attentive, SessionM, Insider, Air)
 DESTINATIONS = tuple(e.name for e in EMULATORS)
 
@@ -204,6 +206,8 @@ async def serve(host: str = "127.0.0.1", port: int = 0, **kw: Any) -> None:
     on_start = kw.pop("on_start", None)
     sandbox = Sandbox(host=host, port=port, **kw)
     await sandbox.start()
+    # The URL only: tokens are never logged; they are served at /_sandbox/credentials.
+    log.info("sandbox.started", url=sandbox.url, credentials=f"{sandbox.url}/_sandbox/credentials")
     try:
         if on_start is not None:
             result = on_start(sandbox)
