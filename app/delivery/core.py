@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import httpx
 import orjson
@@ -26,7 +27,14 @@ from app import metrics
 from app.config import DestinationConfig, Settings
 from app.delivery.backoff import full_jitter
 from app.delivery.ratelimit import TokenBucket
-from app.destinations.base import Destination, HttpRequest, ItemInvalid, ItemResult, Reply
+from app.destinations.base import (
+    Destination,
+    HttpRequest,
+    ItemInvalid,
+    ItemResult,
+    Reply,
+    pack,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -192,8 +200,9 @@ class Deliverer:
         chunks = []
         for (action_name, _), pairs in groups.items():
             action = self.destination.actions[action_name]
-            size = max(1, action.max_batch)
-            chunks += [(action, pairs[i:i + size]) for i in range(0, len(pairs), size)]
+            chunks += [(action, chunk) for chunk in pack(
+                pairs, lambda pair, a=action: a.weight(pair[1]),
+                action.max_weight or 2**62, max(1, action.max_batch))]
         results = await asyncio.gather(*(self._chunk(a, p) for a, p in chunks))
         for chunk_outcomes in results:
             for outcome in chunk_outcomes:

@@ -18,8 +18,9 @@ A *delivery* is the record on `deliveries.<destination>`::
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.config import DestinationConfig
@@ -112,22 +113,44 @@ def short(body: Any, limit: int = 500) -> Any:
     return text[:limit]
 
 
+def pack(items: Sequence[Any], weight, max_weight: int, max_count: int) -> list[list[Any]]:
+    """Consecutive chunks with at most `max_count` items and `max_weight` total weight."""
+    chunks: list[list[Any]] = []
+    chunk: list[Any] = []
+    used = 0
+    for item in items:
+        w = weight(item)
+        if chunk and (len(chunk) >= max_count or used + w > max_weight):
+            chunks.append(chunk)
+            chunk, used = [], 0
+        chunk.append(item)
+        used += w
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
 class Action:
     """One destination action. Subclasses set the class attributes and override the methods."""
 
     name: str = ""
     max_batch: int = 1  # deliveries per request
+    max_weight: int | None = None  # e.g. array slots or bytes per request, with `weight`
     limit: str = "default"  # rate-limit bucket
+
+    def weight(self, item: Any) -> int:
+        """How much of `max_weight` one prepared item uses (objects, bytes)."""
+        return 1
 
     def batch_key(self, delivery: Mapping[str, Any]) -> str:
         """Deliveries with equal keys may share a request (e.g. same campaign id)."""
         return ""
 
-    def prepare(self, delivery: Mapping[str, Any], config: "DestinationConfig") -> Any:
+    def prepare(self, delivery: Mapping[str, Any], config: DestinationConfig) -> Any:
         """Map one delivery to the item the request carries. Raise ItemInvalid for bad input."""
         raise NotImplementedError
 
-    def request(self, items: Sequence[Any], config: "DestinationConfig") -> HttpRequest:
+    def request(self, items: Sequence[Any], config: DestinationConfig) -> HttpRequest:
         raise NotImplementedError
 
     def interpret(self, reply: Reply, items: Sequence[Any]) -> list[ItemResult]:
@@ -136,7 +159,7 @@ class Action:
         return [result] * len(items)
 
     async def perform(
-        self, send: Send, items: Sequence[Any], config: "DestinationConfig"
+        self, send: Send, items: Sequence[Any], config: DestinationConfig
     ) -> list[ItemResult]:
         reply = await send(self.request(items, config))
         return self.interpret(reply, items)
@@ -148,6 +171,6 @@ class Destination:
     actions: Mapping[str, Action]
     # requests per second for each bucket at the documented limit; scaled by config.rate_scale
     limits: Mapping[str, float]
-    auth_headers: Callable[["DestinationConfig"], Mapping[str, str]]
+    auth_headers: Callable[[DestinationConfig], Mapping[str, str]]
     # optional: headers that depend on the serialised request (AIR's signature)
-    sign: Callable[["DestinationConfig", HttpRequest, bytes], Mapping[str, str]] | None = None
+    sign: Callable[[DestinationConfig, HttpRequest, bytes], Mapping[str, str]] | None = None

@@ -15,7 +15,8 @@ def test_an_origin_is_complete_only_when_every_delivery_ended_in_any_order():
     t.add({"stage": "deliver", "status": "dead_lettered", "destination": "insider", "delivery_id": "d2"})
     assert t.complete("air.outbound/0/1")
     assert t.unaccounted() == ["air.outbound/0/2"]
-    t.add({"stage": "ingress", "status": "dead_lettered", "origin": "air.outbound/0/2", "reason": "invalid_json"})
+    t.add({"stage": "ingress", "status": "dead_lettered", "origin": "air.outbound/0/2",
+           "reason": "invalid_json"})
     assert t.done
     rows = {r["destination"]: r for r in t.summary_rows()}
     assert rows["insider"]["retried"] == 1 and rows["insider"]["dead_lettered"] == 1

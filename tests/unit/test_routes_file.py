@@ -89,7 +89,8 @@ SAMPLES = [
 ]
 
 
-@pytest.mark.parametrize("env,expected", SAMPLES, ids=lambda v: v.get("type", "") if isinstance(v, dict) else "")
+@pytest.mark.parametrize("env,expected", SAMPLES,
+                         ids=lambda v: v.get("type", "") if isinstance(v, dict) else "")
 def test_sample_events_plan_and_prepare(env, expected):
     routing = pytest.importorskip("app.routing")
     rules = routing.parse_rules(DOC)

@@ -33,6 +33,7 @@ from app.destinations.base import (
     ItemResult,
     Reply,
     classify,
+    pack,
     short,
 )
 from app.destinations.mapping import get_path, resolve, resolve_present
@@ -41,23 +42,6 @@ MAX_OBJECTS = 75  # objects per array in one /users/track request
 MAX_RECIPIENTS = 50  # recipients per trigger send
 MAX_PURCHASE_QUANTITY = 100
 MAX_CANVAS_ENTRY_BYTES = 50 * 1024
-
-
-def pack(items: Sequence[Any], weight, max_weight: int, max_count: int) -> list[list[Any]]:
-    """Consecutive chunks with at most `max_count` items and `max_weight` total weight."""
-    chunks: list[list[Any]] = []
-    chunk: list[Any] = []
-    used = 0
-    for item in items:
-        w = weight(item)
-        if chunk and (len(chunk) >= max_count or used + w > max_weight):
-            chunks.append(chunk)
-            chunk, used = [], 0
-        chunk.append(item)
-        used += w
-    if chunk:
-        chunks.append(chunk)
-    return chunks
 
 
 def _identify(envelope: Mapping[str, Any], allow_contact: bool = True) -> dict[str, Any]:
@@ -89,11 +73,10 @@ class _Track(Action):
     """Base for the `/users/track` actions.
 
     An item is ``{"objects": [...]}``: the objects it contributes to the one array this action
-    fills. `perform` packs items into requests of at most 75 objects (never splitting an item),
-    so the core may hand it any batch up to ``max_batch`` deliveries. A core that packs chunks
-    itself should keep ``sum(weight(item)) <= max_weight`` per `perform` call (then `perform`
-    sends exactly one request, and per-request bookkeeping such as the sandbox's ``_relay_ids``
-    stays exact). Partial failures (``errors[].index``) map back to the item owning the object.
+    fills. The delivery core packs chunks so that ``sum(weight(item)) <= max_weight`` (75
+    objects) per `perform` call, so each call is one request; `perform` still packs defensively
+    (never splitting an item) when called directly with a larger batch.
+    Partial failures (``errors[].index``) map back to the item owning the object.
     """
 
     array = ""
@@ -225,7 +208,8 @@ class TrackPurchase(_Track):
                 price_value = round(float(price) / divisor, 4)
                 quantity_value = int(quantity) if quantity is not None else 1
             except (TypeError, ValueError):
-                raise ItemInvalid(f"basket line {position} has a non-numeric price or quantity")
+                raise ItemInvalid(
+                    f"basket line {position} has a non-numeric price or quantity") from None
             if quantity_value < 1:
                 continue
             properties = {**extra, "event_id": envelope.get("event_id"), "line": position}

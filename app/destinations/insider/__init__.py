@@ -64,10 +64,9 @@ class Upsert(Action):
     Size cap: `prepare` measures each user's JSON size (``item["size"]``; a single user above
     ``max_bytes`` is ItemInvalid) and `perform` splits the batch it receives into requests of at
     most ``max_batch`` users and ``max_bytes`` bytes (with a per-item margin for the sandbox's
-    ``_relay_ids``), so the core only needs to honour ``max_batch``. A core that packs chunks
-    itself should keep ``sum(weight(item)) <= max_weight`` (= ``max_bytes``) per `perform` call,
-    so that each call is exactly one request. ``fail.errors`` keys ``users.<i>.<field>`` fail
-    only user ``i`` of that request.
+    ``_relay_ids``). The delivery core packs chunks by ``weight`` up to ``max_weight``
+    (= ``max_bytes``), so each `perform` call is exactly one request.
+    ``fail.errors`` keys ``users.<i>.<field>`` fail only user ``i`` of that request.
     """
 
     name = "upsert"
