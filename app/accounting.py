@@ -9,8 +9,9 @@ skipped as a duplicate). Outcome records may arrive in any order.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 FINAL = {"delivered", "skipped", "unreachable", "dead_lettered", "duplicate_skipped"}
 

@@ -7,9 +7,9 @@ start-up with a `ConfigError` whose message names the variable, so the CLI can p
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ class Settings:
     def destination(self, name: str) -> DestinationConfig:
         return self.destinations.get(name, DestinationConfig())
 
-    def with_destinations(self, **dests: DestinationConfig) -> "Settings":
+    def with_destinations(self, **dests: DestinationConfig) -> Settings:
         merged = dict(self.destinations)
         merged.update(dests)
         return replace(self, destinations=merged)

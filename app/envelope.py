@@ -21,8 +21,9 @@ Shape::
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 EVENT_NAMESPACE = uuid.UUID("6f1c3f0e-2b7a-4c55-9d0e-8f3b5a4e2c10")
 
@@ -56,15 +57,15 @@ def event_id_for(source: str, source_id: str) -> str:
 
 def utc_iso(value: datetime) -> str:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(raw: Any) -> datetime:
     """Parse an upstream timestamp tolerantly; naive times are UTC. Raises Rejected."""
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         seconds = raw / 1000 if raw > 1e11 else raw
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        return datetime.fromtimestamp(seconds, tz=UTC)
     if not isinstance(raw, str) or not raw.strip():
         raise Rejected("invalid_value", "timestamp missing or not a string")
     text = raw.strip().replace(" ", "T", 1)
@@ -75,8 +76,8 @@ def parse_time(raw: Any) -> datetime:
     except ValueError:
         raise Rejected("invalid_value", "timestamp is not ISO-8601") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def customer_key_of(identities: Mapping[str, Any]) -> str:

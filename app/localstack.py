@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Mapping
+from typing import Any
 
 import httpx
 import orjson
@@ -33,7 +34,7 @@ class WorkerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> WorkerProcess:
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(

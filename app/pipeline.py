@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from app.config import Settings
 from app.delivery.backoff import full_jitter
@@ -20,7 +21,7 @@ TOPIC_SOURCES = {topic: source for source, (topic, _fn) in SOURCES.items()}
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def origin_of(topic: str, partition: int, offset: int) -> str:

@@ -21,8 +21,16 @@ from app.delivery.core import TERMINAL, Deliverer
 from app.destinations.registry import DESTINATIONS as DESTINATION_IMPLS
 from app.envelope import Rejected
 from app.pipeline import (
-    delivery_dead_letter, enrich, event_age_s, ingress_dead_letter, normalize_record,
-    origin_of, outcome_record, retry_record, route, TOPIC_SOURCES,
+    TOPIC_SOURCES,
+    delivery_dead_letter,
+    enrich,
+    event_age_s,
+    ingress_dead_letter,
+    normalize_record,
+    origin_of,
+    outcome_record,
+    retry_record,
+    route,
 )
 from app.routing import load_rules
 
@@ -89,7 +97,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
             headers = list(msg.headers or [])
             try:
                 envelopes = normalize_record(msg.topic, event.value, dict(headers), settings)
-            except Exception as exc:  # noqa: BLE001 - anything unreadable is dead-lettered
+            except Exception as exc:
                 if not isinstance(exc, Rejected):
                     log.exception("ingress.internal_error", origin=origin)
                     exc = Rejected("internal_error", type(exc).__name__)

@@ -6,7 +6,8 @@ instead, so one rule can say `{"tier": "$.attributes.tier"}` without code.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 _MISSING = object()
 

@@ -30,7 +30,7 @@ class SandboxThread:
         self.sandbox = Sandbox(**kwargs)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def start(self) -> "SandboxThread":
+    def start(self) -> SandboxThread:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.sandbox.start(), self.loop).result(10)
         return self
