@@ -385,6 +385,15 @@ def transaction_of(value: Mapping) -> dict:
     })
 
 
+NOT_COUPONS = {"POINTS", "BEHAVIOURAL_ACTION", "TIER"}
+
+
+def is_coupon_txn(txn: Mapping, event: str) -> bool:
+    """A coupon (re/un)redemption: any account transaction with that event, except on points
+    and behavioural-action accounts (those are the trigger mechanism, not coupons)."""
+    return txn.get("event") == event and dig(txn, "account", "type") not in NOT_COUPONS
+
+
 def coupon_of(txn: Mapping) -> dict:
     account = as_dict(txn.get("account"))
     return drop_empty({
@@ -621,10 +630,8 @@ def pos_facts(doc: AirDoc) -> dict:
         "points_locked": points("LOCK"),
         "points_voided": points("VOID"),
         "points_balance": doc.points_balance(),
-        "coupons_redeemed": [coupon_of(t) for t in txns if t.get("event") == "REDEEM"
-                             and dig(t, "account", "type") != "POINTS"],
-        "coupons_unredeemed": [coupon_of(t) for t in txns if t.get("event") == "UNREDEEM"
-                               and dig(t, "account", "type") != "POINTS"],
+        "coupons_redeemed": [coupon_of(t) for t in txns if is_coupon_txn(t, "REDEEM")],
+        "coupons_unredeemed": [coupon_of(t) for t in txns if is_coupon_txn(t, "UNREDEEM")],
     })
 
 
@@ -846,7 +853,7 @@ def account_transaction(doc: AirDoc) -> Result:
     verb = doc.event_name.rsplit(".", 1)[-1]
     coupons = [t for t in txns if dig(t, "account", "type") != "POINTS"]
     points = [t for t in txns if dig(t, "account", "type") == "POINTS"]
-    redeemed = [coupon_of(t) for t in coupons if t.get("event") == "REDEEM"]
+    redeemed = [coupon_of(t) for t in coupons if is_coupon_txn(t, "REDEEM")]
     payload = drop_empty({"wallet_id": doc.wallet_id, "transactions": txns})
     if verb == "REDEEM" or redeemed:
         payload["coupons"] = redeemed or [coupon_of(t) for t in coupons]
@@ -919,7 +926,7 @@ def _derived_redemptions(doc: AirDoc, main_type: str, trace: dict) -> list[dict]
         return []
     envelopes = []
     for index, txn in enumerate(doc.transactions()):
-        if txn.get("event") != "REDEEM" or dig(txn, "account", "type") == "POINTS":
+        if not is_coupon_txn(txn, "REDEEM"):
             continue
         coupon = coupon_of(txn)
         envelopes.append(make_envelope(
