@@ -139,12 +139,16 @@ class AirDoc:
                 continue
             raw_type = text(item.get("objectType")) or ""
             value = parse_body(item.get("objectValue"))
-            self.ops.append(Op(
-                type=object_type(raw_type),
-                operation=(text(item.get("operationType")) or "").upper(),
-                value=value if isinstance(value, dict) else {"value": value} if value else {},
-                raw_type=raw_type,
-            ))
+            # A list of objects is several operations of the same kind.
+            values = value if isinstance(value, list) and value and all(
+                isinstance(v, dict) for v in value) else [value]
+            for one in values:
+                self.ops.append(Op(
+                    type=object_type(raw_type),
+                    operation=(text(item.get("operationType")) or "").upper(),
+                    value=one if isinstance(one, dict) else {"value": one} if one else {},
+                    raw_type=raw_type,
+                ))
         self.enrichment = doc.get("enrichmentData")
         self.occurred_at = self._occurred_at()
         self.ids = Identities(settings.default_region)

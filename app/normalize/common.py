@@ -5,6 +5,7 @@ Everything here is pure and never raises anything but `Rejected` on bad input.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -29,7 +30,12 @@ def snake_case(text: Any) -> str:
     """`Cart Abandonment` / `cartAbandonment` / `CART-ABANDONMENT` -> `cart_abandonment`."""
     if text is None:
         return ""
-    text = str(text).strip()
+    return _snake(text if isinstance(text, str) else str(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _snake(text: str) -> str:
+    text = text.strip()
     text = _CAMEL_1.sub(r"\1_\2", text)
     text = _CAMEL_2.sub(r"\1_\2", text)
     text = _NON_WORD.sub("_", text)
@@ -63,7 +69,7 @@ def dig(doc: Any, *path: Any, default: Any = None) -> Any:
 
 def first(doc: Any, *names: str, default: Any = None) -> Any:
     """The first non-empty value among several spellings of a field (`customerId`, ...)."""
-    if not isinstance(doc, Mapping):
+    if not isinstance(doc, dict) and not isinstance(doc, Mapping):
         return default
     for name in names:
         value = doc.get(name)
@@ -200,6 +206,11 @@ def clean_phone(raw: Any, region: str) -> str | None:
     value = text(raw)
     if not value or len(value) > 40:
         return None
+    return _e164(value, region)
+
+
+@functools.lru_cache(maxsize=65536)
+def _e164(value: str, region: str) -> str | None:
     if value.startswith("00"):
         value = "+" + value[2:]
     try:
@@ -268,9 +279,12 @@ class Identities:
         """Read every known spelling of every identity type out of a flat dict."""
         if not isinstance(doc, Mapping):
             return
-        table = dict(ID_ALIASES)
-        for kind, names in (aliases or {}).items():
-            table[kind] = tuple(names) + tuple(table.get(kind, ()))
+        if aliases:
+            table = dict(ID_ALIASES)
+            for kind, names in aliases.items():
+                table[kind] = tuple(names) + tuple(table.get(kind, ()))
+        else:
+            table = ID_ALIASES
         for kind, names in table.items():
             for name in names:
                 value = doc.get(name)
