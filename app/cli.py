@@ -60,6 +60,8 @@ def cmd_run(args) -> int:
                                      live=not args.quiet))
     except KeyboardInterrupt:
         return 130
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        return fail(str(exc), 1)
 
 
 def cmd_inspect(args) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from typing import Any
 
 import faust
@@ -160,10 +161,15 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
             deliverers[dest] = Deliverer(DESTINATION_IMPLS[dest], settings, trace_ids=trace_ids)
         return deliverers[dest]
 
-    async def settle(dest: str, batch: list[dict]) -> None:
-        """Deliver a batch and record each outcome before the source offsets can advance."""
-        todo = []
-        for delivery in batch:
+    async def settle(dest: str, batch: list[tuple[Any, dict]]) -> None:
+        """Deliver a batch and record each outcome before the source offsets can advance.
+
+        `batch` pairs each delivery with its Kafka event: table reads and writes are made in
+        that event's context, so they land in the partition the delivery came from."""
+        todo, event_of = [], {}
+        for event, delivery in batch:
+            bind_event(event)
+            event_of[delivery["delivery_id"]] = event
             done = ledger.get(delivery["delivery_id"])
             if done and done.get("status") in TERMINAL:
                 metrics.LEDGER_HITS.labels(dest).inc()
@@ -180,6 +186,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
         for outcome in results:
             delivery = outcome.delivery
             status = outcome.status
+            bind_event(event_of[outcome.delivery_id])
             key = (delivery.get("customer_key") or "").encode()
             if status == "retry":
                 if int(delivery.get("attempt", 0)) >= settings.topic_retry_max:
@@ -217,17 +224,28 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
 def _install_sink(app, dest, main_topic, retry_topic, settings, settle) -> None:
     @app.agent(main_topic, name=f"sink-{dest}")
     async def sink(stream):
-        async for batch in stream.take(settings.sink_batch_max, within=settings.sink_batch_window_s):
-            await settle(dest, [orjson.loads(v) for v in batch])
+        batches = stream.take_events(settings.sink_batch_max, within=settings.sink_batch_window_s)
+        async for events in batches:
+            await settle(dest, [(event, orjson.loads(event.value)) for event in events])
 
     @app.agent(retry_topic, name=f"retry-{dest}")
     async def retry(stream):
-        async for raw in stream:
-            delivery = orjson.loads(raw)
+        async for event in stream.events():
+            delivery = orjson.loads(event.value)
             wait = float(delivery.get("not_before", 0)) - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            await settle(dest, [delivery])
+            await settle(dest, [(event, delivery)])
+
+
+def bind_event(event) -> None:
+    """Make `event` Faust's current event, as stream iteration does for one event at a time.
+
+    Batched iteration (`take_events`) leaves no current event, yet table reads and writes need
+    one to pick the partition (and the RocksDB instance); this is the one place that knows."""
+    from faust.streams import _current_event
+
+    _current_event.set(weakref.ref(event))
 
 
 def _install_web(app: faust.App, settings: Settings) -> None:

@@ -1,0 +1,65 @@
+"""The command line as users run it: real subprocesses, exit codes and one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from tests.integration.test_vertical_slice import tier_move
+
+RELAY = [sys.executable, "-m", "app"]
+
+
+def relay(*args: str, stdin: bytes | None = None, env: dict | None = None, timeout: float = 60):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*RELAY, *args], input=stdin, capture_output=True, env=full_env,
+                          timeout=timeout)
+
+
+def test_inspect_prints_envelope_and_planned_requests():
+    payload = orjson.dumps(tier_move("C-77", "0c6b8f9e-1111-4a4a-9c9c-123456789abc"))
+    result = relay("inspect", "--source", "air", "-", stdin=payload)
+    assert result.returncode == 0, result.stderr
+    out = orjson.loads(result.stdout)
+    envelope = out["envelopes"][0]
+    assert envelope["type"] == "loyalty.tier.moved"
+    assert envelope["identities"]["customer_id"] == "C-77"
+    planned = {(d["destination"], d["action"]) for d in out["deliveries"]}
+    assert {("braze", "track_attributes"), ("braze", "track_event"), ("insider", "upsert")} <= planned
+    braze = next(d for d in out["deliveries"] if d["action"] == "track_attributes")
+    assert braze["request"]["path"] == "/users/track"
+
+
+@pytest.mark.parametrize("payload", [b"{}", b"not json", b"[1, 2]", b""])
+def test_inspect_rejects_with_one_line_and_exit_2(payload):
+    result = relay("inspect", "--source", "air", "-", stdin=payload)
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("relay: rejected")
+    assert result.stdout == b""
+
+
+def test_a_wrong_setting_stops_with_one_line_naming_it():
+    result = relay("inspect", "--source", "air", "-", stdin=b"{}", env={"PARTITIONS": "lots"})
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "relay: PARTITIONS must be an integer, got 'lots'"
+
+
+def test_worker_without_a_broker_says_so():
+    env = {k: v for k, v in os.environ.items() if k != "BROKER_URL"}
+    result = subprocess.run([*RELAY, "worker"], capture_output=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert "BROKER_URL" in result.stderr.decode()
+
+
+def test_run_500_events_accounts_for_every_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "BROKER_URL" and not k.endswith("_BASE_URL")}
+    result = subprocess.run([*RELAY, "run", "--events", "500", "--quiet", "--timeout", "180"],
+                            capture_output=True, env=env, timeout=400, cwd=tmp_path)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()[-3000:]
+    assert "records: 500" in out and "unaccounted: 0" in out
+    for destination in ("braze", "insider", "maac"):
+        assert destination in out
