@@ -8,6 +8,7 @@ follows `relay.outcomes` until every record is accounted for.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 import os
 import tempfile
 import time
@@ -75,6 +76,7 @@ async def run_local(settings: Settings, events: int | None, rate: float, timeout
 
         tracker = Tracker()
         total = events if events is not None else 10**9
+        rate = rate or (0.0 if events is not None else 50.0)  # a demo pace when running forever
         started = time.monotonic()
         stop = asyncio.Event()
 
@@ -87,7 +89,8 @@ async def run_local(settings: Settings, events: int | None, rate: float, timeout
             sent, batch = 0, max(1, int(rate)) if rate else 500
             while sent < total:
                 n = min(batch, total - sent)
-                origins = await produce(bootstrap, sample_records(n, seed=sent))
+                origins = await produce(bootstrap, sample_records(
+                    n, seed=sent, base_time=datetime.now(UTC)))
                 tracker.expect(origins)
                 sent += n
                 if rate:

@@ -46,7 +46,8 @@ class SeenKeys:
         return True
 
 
-def install(app, settings: Settings) -> None:
+def install(app, relay) -> None:
+    settings: Settings = relay.settings
     results = app.topic("maac.results", key_serializer="raw", value_serializer="raw")
     seen = SeenKeys()
 
@@ -63,7 +64,7 @@ def install(app, settings: Settings) -> None:
     @app.page("/_relay/tables")
     async def table_sizes(web, request):
         """Key counts of the worker's tables (no keys or values: those are personal data)."""
-        return web.json({name: len(table) for name, table in app.relay_tables.items()})
+        return web.json({name: len(table) for name, table in relay.tables.items()})
 
     @app.page("/metrics")
     async def metrics_page(web, request):

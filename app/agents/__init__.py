@@ -1,0 +1,1 @@
+"""The relay's Faust agents, one module per stage; each exposes `install(relay)`."""

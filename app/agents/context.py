@@ -1,0 +1,77 @@
+"""What every stage shares: the app, settings, catalog topics, tables and small helpers."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+import structlog
+
+from app.catalog import TopicSpec
+from app.config import Settings
+from app.envelope import Rejected
+from app.pipeline import ingress_dead_letter, origin_of, outcome_record
+from app.routing import Rule
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Relay:
+    app: faust.App
+    settings: Settings
+    catalog: dict[str, TopicSpec]
+    rules: list[Rule]
+    trace_ids: bool = False
+    tables: dict[str, Any] = field(default_factory=dict)
+    _topics: dict[str, faust.TopicT] = field(default_factory=dict)
+
+    def topic(self, name: str) -> faust.TopicT:
+        """A catalog topic with raw bytes keys and values (we encode with orjson)."""
+        if name not in self._topics:
+            spec = self.catalog[name]
+            self._topics[name] = self.app.topic(
+                name, partitions=spec.partitions, key_serializer="raw", value_serializer="raw")
+        return self._topics[name]
+
+    def table(self, name: str, **kwargs: Any):
+        if name not in self.tables:
+            self.tables[name] = self.app.Table(
+                name, default=None, partitions=self.settings.partitions, key_type=str, **kwargs)
+        return self.tables[name]
+
+    async def send(self, topic: str, key: bytes | str | None, value: Any,
+                   headers: Any = None) -> None:
+        if isinstance(key, str):
+            key = key.encode()
+        raw = value if isinstance(value, bytes) else orjson.dumps(value)
+        await self.topic(topic).send(key=key, value=raw, headers=headers)
+
+    async def emit(self, stage: str, status: str, key: bytes | None = None, **fields: Any) -> None:
+        """An accounting record on relay.outcomes (see app.accounting)."""
+        if self.settings.emit_outcomes:
+            await self.send("relay.outcomes", key, outcome_record(stage, status, **fields))
+
+    async def internal_error(self, stage: str, event, exc: Exception) -> None:
+        """A bug met on one record: dead-letter the record with the reason, keep the stream going."""
+        msg = event.message
+        origin = origin_of(msg.topic, msg.partition, msg.offset)
+        log.exception(f"{stage}.internal_error", origin=origin, error=type(exc).__name__)
+        rejected = Rejected("internal_error", f"{stage}: {type(exc).__name__}")
+        await self.send("ingress.dlq", event.key, ingress_dead_letter(
+            rejected, msg.topic, msg.partition, msg.offset, event.key, event.value,
+            list(msg.headers or [])))
+        await self.emit(stage, "dead_lettered", origin=origin, reason="internal_error")
+
+
+def bind_event(event) -> None:
+    """Make `event` Faust's current event, as stream iteration does for one event at a time.
+
+    Batched iteration (`take_events`) leaves no current event, yet table reads and writes need
+    one to pick the partition (and the RocksDB instance); this is the one place that knows."""
+    from faust.streams import _current_event
+
+    _current_event.set(weakref.ref(event))

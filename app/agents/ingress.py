@@ -1,0 +1,48 @@
+"""Ingress: every ingress topic -> normalized envelopes on events.normalized, or ingress.dlq."""
+
+from __future__ import annotations
+
+import structlog
+
+from app import metrics
+from app.agents.context import Relay
+from app.envelope import Rejected
+from app.pipeline import TOPIC_SOURCES, ingress_dead_letter, normalize_record, origin_of
+
+log = structlog.get_logger(__name__)
+
+
+def install(relay: Relay) -> None:
+    app, settings = relay.app, relay.settings
+    topics = [t for t in TOPIC_SOURCES if t in relay.catalog]
+    ingress = app.topic(*topics, key_serializer="raw", value_serializer="raw")
+
+    async def normalize_one(event) -> None:
+        msg = event.message
+        origin = origin_of(msg.topic, msg.partition, msg.offset)
+        metrics.CONSUMED.labels(msg.topic).inc()
+        headers = list(msg.headers or [])
+        try:
+            envelopes = normalize_record(msg.topic, event.value, dict(headers), settings)
+        except Rejected as exc:
+            metrics.INGRESS_DLQ.labels(TOPIC_SOURCES.get(msg.topic, ""), exc.code).inc()
+            await relay.send("ingress.dlq", event.key, ingress_dead_letter(
+                exc, msg.topic, msg.partition, msg.offset, event.key, event.value, headers))
+            await relay.emit("ingress", "dead_lettered", origin=origin, reason=exc.code)
+            return
+        for env in envelopes:
+            env["trace"]["origin"] = origin
+            metrics.NORMALIZED.labels(env["source"], env["type"]).inc()
+            if env["type"].endswith(".unmapped"):
+                metrics.UNMAPPED.labels(env["source"]).inc()
+            await relay.send("events.normalized", env["customer_key"], env)
+        await relay.emit("ingress", "normalized", origin=origin,
+                         event_ids=[e["event_id"] for e in envelopes])
+
+    @app.agent(ingress, name="ingress")
+    async def ingress_agent(stream):
+        async for event in stream.events():
+            try:
+                await normalize_one(event)
+            except Exception as exc:  # a bug must not stop the stream or lose the record
+                await relay.internal_error("ingress", event, exc)
