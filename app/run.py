@@ -8,11 +8,11 @@ follows `relay.outcomes` until every record is accounted for.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 import os
 import tempfile
 import time
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.live import Live
