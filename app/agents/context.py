@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,9 @@ class Relay:
     rules: list[Rule]
     trace_ids: bool = False
     tables: dict[str, Any] = field(default_factory=dict)
+    # Called as `await hook(destination, outcome, final_status)` after a sink records an outcome
+    # (e.g. LINE results -> feedback.insider); hooks run in the delivery's event context.
+    outcome_hooks: list[Callable[[str, Any, str], Awaitable[None]]] = field(default_factory=list)
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
 
     def topic(self, name: str) -> faust.TopicT:

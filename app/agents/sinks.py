@@ -83,6 +83,8 @@ class Settler:
         await relay.emit("deliver", status, destination=dest, action=delivery["action"],
                          delivery_id=outcome.delivery_id, event_id=delivery["event_id"],
                          reason=outcome.reason)
+        for hook in relay.outcome_hooks:
+            await hook(dest, outcome, status)
 
 
 def install(relay: Relay) -> None:
