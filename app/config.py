@@ -59,6 +59,8 @@ class Settings:
     retry_max_s: float = 5.0
     request_timeout_s: float = 10.0
     topic_retry_max: int = 5
+    breaker_threshold: int = 20
+    breaker_cooldown_s: float = 30.0
     emit_outcomes: bool = True
     destinations: Mapping[str, DestinationConfig] = field(default_factory=dict)
 
@@ -206,6 +208,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_max_s=_float(env, "RETRY_MAX_S", 5.0, 0.0, 600.0),
         request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", 10.0, 0.1, 300.0),
         topic_retry_max=_int(env, "TOPIC_RETRY_MAX", 5, 0, 100),
+        breaker_threshold=_int(env, "BREAKER_THRESHOLD", 20, 1, 100000),
+        breaker_cooldown_s=_float(env, "BREAKER_COOLDOWN_S", 30.0, 0.1, 3600.0),
         emit_outcomes=_bool(env, "EMIT_OUTCOMES", True),
         destinations=load_destinations(env),
     )

@@ -84,12 +84,18 @@ def route(rules: list[Rule], envelope: Mapping[str, Any]) -> list[dict[str, Any]
     return plan(rules, envelope)
 
 
-def retry_record(delivery: Mapping[str, Any], settings: Settings, reason: str,
+def next_attempt(delivery: Mapping[str, Any], settings: Settings, reason: str,
                  retry_after_s: float | None = None) -> dict[str, Any]:
-    """The next attempt of a delivery, due after a full-jitter back-off (or the server's ask)."""
-    attempt = int(delivery.get("attempt", 0)) + 1
+    """The next attempt of a delivery, due after a full-jitter back-off (or the server's ask).
+
+    A pause (credentials rejected, breaker open) does not use up the retry budget."""
+    from app.delivery.core import PAUSED
+
+    paused = reason.startswith(PAUSED)
+    attempt = int(delivery.get("attempt", 0)) + (0 if paused else 1)
     delay = max(retry_after_s or 0.0,
-                full_jitter(attempt, max(settings.retry_base_s, 0.05) * 5, settings.retry_max_s * 6))
+                full_jitter(max(attempt, 1), max(settings.retry_base_s, 0.05) * 5,
+                            settings.retry_max_s * 6))
     return {**delivery, "attempt": attempt, "not_before": time.time() + delay,
             "last_reason": reason}
 

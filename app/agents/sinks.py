@@ -1,8 +1,17 @@
-"""Sinks: one agent per destination topic and one per retry topic.
+"""Sinks: one agent per destination topic (the main lane) and one per retry topic (the slow lane).
 
-A sink takes a batch, skips what the ledger says is already done, delivers the rest through the
-shared core, and records every outcome (ledger, retry topic, DLQ, relay.outcomes) before the
-batch's offsets are acknowledged.
+The main lane takes a batch, skips what the ledger says is already done, delivers the rest
+through the shared core, and records every outcome (ledger, retry topic, DLQ, relay.outcomes)
+before the batch's offsets are acknowledged. What still fails after the in-process attempts goes
+to the retry topic, so the main lane never blocks behind one failing item.
+
+Per-customer order: while a customer has an item in the retry lane, their later items for the
+same destination are parked behind it in that lane (same key, so same partition, processed in
+order). The lane retries its head item in place until it succeeds or is dead-lettered, so an item
+never overtakes an earlier one of the same customer.
+
+A destination whose breaker is open (or paused after 401/403) is waited out: its backlog stays
+in Kafka and other destinations, with their own agents, are unaffected.
 """
 
 from __future__ import annotations
@@ -16,9 +25,11 @@ import orjson
 from app import metrics
 from app.agents.context import Relay, bind_event
 from app.config import DESTINATIONS
-from app.delivery.core import TERMINAL, Deliverer
+from app.delivery.core import PAUSED, TERMINAL, Deliverer, Outcome
 from app.destinations.registry import DESTINATIONS as IMPLEMENTATIONS
-from app.pipeline import delivery_dead_letter, event_age_s, retry_record
+from app.pipeline import delivery_dead_letter, event_age_s, next_attempt
+
+PARKED_REASON = "behind_earlier_retry"
 
 
 class Settler:
@@ -28,12 +39,31 @@ class Settler:
         self.relay = relay
         self.dest = dest
         self.ledger = relay.table("ledger")
+        self.parked = relay.table("parked")  # "<dest>|<customer key>" -> items in the retry lane
         self.deliverer = Deliverer(IMPLEMENTATIONS[dest], relay.settings, trace_ids=relay.trace_ids)
 
-    async def settle(self, batch: list[tuple[Any, dict]]) -> None:
-        """`batch` pairs each delivery with its Kafka event: ledger reads and writes happen in
+    def _lane_key(self, delivery: dict) -> str:
+        return f"{self.dest}|{delivery.get('customer_key') or ''}"
+
+    def _lane_add(self, delivery: dict, n: int) -> None:
+        key = self._lane_key(delivery)
+        count = max(0, (self.parked.get(key) or 0) + n)
+        if count:
+            self.parked[key] = count
+        elif self.parked.get(key) is not None:
+            self.parked.pop(key, None)
+
+    async def wait_for_breaker(self) -> None:
+        while (wait := self.deliverer.breaker.wait_s()) > 0:
+            metrics.BREAKER_STATE.labels(self.dest).set(
+                metrics.BREAKER_CODES.get(self.deliverer.breaker.state, 0))
+            await asyncio.sleep(min(wait, 1.0))
+
+    async def settle(self, batch: list[tuple[Any, dict]], in_lane: bool = False) -> list[Outcome]:
+        """`batch` pairs each delivery with its Kafka event: table reads and writes happen in
         that event's context, so they land in the partition the delivery came from."""
         relay, dest = self.relay, self.dest
+        await self.wait_for_breaker()
         todo, event_of = [], {}
         for event, delivery in batch:
             bind_event(event)
@@ -41,40 +71,67 @@ class Settler:
             done = self.ledger.get(delivery["delivery_id"])
             if done and done.get("status") in TERMINAL:
                 metrics.LEDGER_HITS.labels(dest).inc()
+                if in_lane:
+                    self._lane_add(delivery, -1)
                 await relay.emit("deliver", "duplicate_skipped", destination=dest,
                                  delivery_id=delivery["delivery_id"], event_id=delivery["event_id"])
                 continue
+            if not in_lane and self.parked.get(self._lane_key(delivery)):
+                await self.park(delivery)
+                continue
             todo.append(delivery)
         if not todo:
-            return
+            return []
         metrics.BATCH_SIZE.labels(dest).observe(len(todo))
         results = await self.deliverer.deliver(todo)
         metrics.BREAKER_STATE.labels(dest).set(
             metrics.BREAKER_CODES.get(self.deliverer.breaker.state, 0))
         for outcome in results:
             bind_event(event_of[outcome.delivery_id])
-            await self.record(outcome)
+            await self.record(outcome, in_lane)
+        # Make the outcomes durable now, so a crash right after a destination accepted a batch
+        # leaves the smallest possible window for a repeat.
+        await relay.app.producer.flush()
+        return results
 
-    async def record(self, outcome) -> None:
-        relay, dest, settings = self.relay, self.dest, self.relay.settings
+    async def park(self, delivery: dict) -> None:
+        self._lane_add(delivery, +1)
+        await self.relay.send(f"deliveries.retry.{self.dest}", delivery.get("customer_key"),
+                              {**delivery, "not_before": 0.0, "last_reason": PARKED_REASON})
+        await self.relay.emit("deliver", "retrying", destination=self.dest,
+                              action=delivery["action"], delivery_id=delivery["delivery_id"],
+                              event_id=delivery["event_id"], reason=PARKED_REASON)
+
+    async def record(self, outcome: Outcome, in_lane: bool) -> None:
+        relay, dest = self.relay, self.dest
         delivery, status = outcome.delivery, outcome.status
-        key = delivery.get("customer_key") or ""
         if status == "retry":
-            if int(delivery.get("attempt", 0)) < settings.topic_retry_max:
-                metrics.RETRIES.labels(dest, "topic").inc()
-                await relay.send(f"deliveries.retry.{dest}", key, retry_record(
-                    delivery, settings, outcome.reason, outcome.retry_after_s))
-                await relay.emit("deliver", "retrying", destination=dest,
-                                 action=delivery["action"], delivery_id=outcome.delivery_id,
-                                 event_id=delivery["event_id"], reason=outcome.reason)
-                return
-            status = "dead_lettered"
-        if status in ("failed", "dead_lettered"):
+            if in_lane:
+                return  # the lane retries its head in place (see retry agent)
+            self._lane_add(delivery, +1)
+            metrics.RETRIES.labels(dest, "topic").inc()
+            await relay.send(f"deliveries.retry.{dest}", delivery.get("customer_key"),
+                             next_attempt(delivery, relay.settings, outcome.reason,
+                                          outcome.retry_after_s))
+            await relay.emit("deliver", "retrying", destination=dest, action=delivery["action"],
+                             delivery_id=outcome.delivery_id, event_id=delivery["event_id"],
+                             reason=outcome.reason)
+            return
+        await self.finish(outcome, in_lane)
+
+    async def finish(self, outcome: Outcome, in_lane: bool, status: str | None = None) -> None:
+        relay, dest = self.relay, self.dest
+        delivery = outcome.delivery
+        status = status or outcome.status
+        key = delivery.get("customer_key") or ""
+        if status in ("failed", "dead_lettered", "retry"):
             status = "dead_lettered"
             metrics.DLQ.labels(dest, outcome.reason.split(":")[0][:40]).inc()
             await relay.send("deliveries.dlq", key, delivery_dead_letter(
                 delivery, outcome.reason, int(delivery.get("attempt", 0)) + outcome.attempts,
                 outcome.detail))
+        if in_lane:
+            self._lane_add(delivery, -1)
         self.ledger[outcome.delivery_id] = {"status": status, "at": time.time()}
         metrics.OUTCOMES.labels(dest, delivery["action"], status).inc()
         age = event_age_s(delivery.get("envelope") or {})
@@ -85,6 +142,26 @@ class Settler:
                          reason=outcome.reason)
         for hook in relay.outcome_hooks:
             await hook(dest, outcome, status)
+
+    async def work_lane_item(self, event, delivery: dict) -> None:
+        """Retry the head of the lane in place until it ends, keeping the customer's order."""
+        settings = self.relay.settings
+        while True:
+            wait = float(delivery.get("not_before", 0)) - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            results = await self.settle([(event, delivery)], in_lane=True)
+            if not results or results[0].status != "retry":
+                return
+            outcome = results[0]
+            budget_left = int(delivery.get("attempt", 0)) < settings.topic_retry_max
+            if not budget_left and not outcome.reason.startswith(PAUSED):
+                bind_event(event)
+                await self.finish(outcome, in_lane=True, status="dead_lettered")
+                await self.relay.app.producer.flush()
+                return
+            metrics.RETRIES.labels(self.dest, "topic").inc()
+            delivery = next_attempt(delivery, settings, outcome.reason, outcome.retry_after_s)
 
 
 def install(relay: Relay) -> None:
@@ -105,8 +182,4 @@ def _install_destination(relay: Relay, dest: str) -> None:
     @relay.app.agent(relay.topic(f"deliveries.retry.{dest}"), name=f"retry-{dest}")
     async def retry(stream):
         async for event in stream.events():
-            delivery = orjson.loads(event.value)
-            wait = float(delivery.get("not_before", 0)) - time.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await settler.settle([(event, delivery)])
+            await settler.work_lane_item(event, orjson.loads(event.value))

@@ -39,6 +39,9 @@ from app.destinations.base import (
 log = structlog.get_logger(__name__)
 
 TERMINAL = {"delivered", "skipped", "unreachable", "failed"}
+# Reason prefix of a retry caused by rejected credentials: the destination is paused, and the
+# item keeps its retry budget (an expired key must not dead-letter the whole backlog).
+PAUSED = "paused:"
 
 
 @dataclass
@@ -80,6 +83,14 @@ class Breaker:
         self.failures += 1
         if self.failures >= self.threshold:
             self.opened_at = time.monotonic()
+
+    def wait_s(self) -> float:
+        """Seconds until the breaker lets a request through (0 when it does now)."""
+        now = time.monotonic()
+        waits = [self.paused_until - now]
+        if self.opened_at:
+            waits.append(self.opened_at + self.cooldown_s - now)
+        return max(0.0, *waits)
 
     @property
     def state(self) -> str:
@@ -173,7 +184,7 @@ class Deliverer:
         self.settings = settings
         self.config = config or settings.destination(destination.name)
         self.sender = HttpSender(destination, self.config, settings, trace_ids)
-        self.breaker = Breaker()
+        self.breaker = Breaker(settings.breaker_threshold, settings.breaker_cooldown_s)
         self._slots = asyncio.Semaphore(concurrency)
 
     async def close(self) -> None:
@@ -218,7 +229,7 @@ class Deliverer:
         pending = list(pairs)
         for attempt in range(1, self.settings.retry_attempts + 1):
             if not self.breaker.allow():
-                reason = f"circuit_{self.breaker.state}"
+                reason = f"{PAUSED}circuit_{self.breaker.state}"
                 return done + [Outcome(d, "retry", reason, attempts=attempt - 1) for d, _ in pending]
             ids = [d["delivery_id"] for d, _ in pending]
             results = await action.perform(
@@ -242,7 +253,8 @@ class Deliverer:
                 return done
             pending = [(d, i) for d, i, _ in retry]
             if attempt == self.settings.retry_attempts or any(r.status == "auth" for *_, r in retry):
-                return done + [_outcome(d, r, attempt, "retry") for d, _, r in retry]
+                return done + [_outcome(d, r, attempt, "retry", paused=r.status == "auth")
+                               for d, _, r in retry]
             metrics.RETRIES.labels(self.destination.name, "in_process").inc(len(retry))
             await asyncio.sleep(max(wait, full_jitter(
                 attempt, self.settings.retry_base_s, self.settings.retry_max_s)))
@@ -256,7 +268,9 @@ class Deliverer:
         self.breaker.paused_until = time.monotonic() + self.breaker.cooldown_s
 
 
-def _outcome(delivery, result: ItemResult, attempts: int, status: str | None = None) -> Outcome:
-    return Outcome(delivery, status or result.status, result.reason, result.http_status,
+def _outcome(delivery, result: ItemResult, attempts: int, status: str | None = None,
+             paused: bool = False) -> Outcome:
+    reason = f"{PAUSED}{result.reason}" if paused else result.reason
+    return Outcome(delivery, status or result.status, reason, result.http_status,
                    attempts, result.detail, result.retry_after_s)
 

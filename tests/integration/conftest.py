@@ -54,6 +54,13 @@ class SandboxThread:
     def faults(self, **spec) -> None:
         httpx.post(f"{self.url}/_sandbox/faults", json=spec, timeout=10).raise_for_status()
 
+    def ids(self) -> dict[str, int]:
+        """Delivery id -> times a destination accepted it."""
+        return httpx.get(f"{self.url}/_sandbox/ids", timeout=10).json()
+
+    def clear_faults(self) -> None:
+        httpx.delete(f"{self.url}/_sandbox/faults", timeout=10).raise_for_status()
+
     def reset(self) -> None:
         httpx.delete(f"{self.url}/_sandbox/calls", timeout=10)
         httpx.delete(f"{self.url}/_sandbox/faults", timeout=10)
