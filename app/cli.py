@@ -121,6 +121,59 @@ def cmd_topics(args) -> int:
     return 0
 
 
+def _broker_settings():
+    settings = load_settings()
+    if not settings.broker_url:
+        raise ConfigError("BROKER_URL is not set: this command reads and writes topics")
+    from app.catalog import bootstrap_of
+
+    return settings, bootstrap_of(settings.broker_url)
+
+
+def _iso(name: str, raw: str | None):
+    if raw is None:
+        return None
+    from app.envelope import Rejected, parse_time
+
+    try:
+        return parse_time(raw)
+    except Rejected:
+        raise ConfigError(f"{name} must be an ISO-8601 time, got {raw!r}") from None
+
+
+def cmd_replay(args) -> int:
+    from app.replay import replay
+
+    settings, bootstrap = _broker_settings()
+    since, until = _iso("--since", args.since), _iso("--until", args.until)
+    try:
+        summary = asyncio.run(replay(settings, bootstrap, args.topic, args.from_offset, since,
+                                     until, args.dry_run, args.resend,
+                                     show_progress=sys.stderr.isatty()))
+    except ValueError as exc:
+        return fail(str(exc))
+    print("\n".join(summary.lines(args.dry_run)))
+    return 0
+
+
+def cmd_dlq(args) -> int:
+    from app.replay import dlq_records, dlq_summary, redrive, redrive_selection
+
+    _settings, bootstrap = _broker_settings()
+    records = asyncio.run(dlq_records(bootstrap, args.topic))
+    if args.action == "show":
+        for label, count in sorted(dlq_summary(records, args.topic).items()):
+            print(f"{label}: {count}")
+        print(f"total: {len(records)}")
+        return 0
+    chosen = redrive_selection(records, args.topic, args.destination, args.reason)
+    if args.dry_run:
+        print(f"would re-drive: {len(chosen)} of {len(records)}")
+        return 0
+    print(f"re-driven: {asyncio.run(redrive(bootstrap, args.topic, chosen))} of {len(records)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="Loyalty Relay")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8700)
     sandbox.set_defaults(func=cmd_sandbox)
+
+    replay = sub.add_parser("replay", help="re-feed a range of an ingress topic")
+    replay.add_argument("--topic", required=True)
+    start = replay.add_mutually_exclusive_group()
+    start.add_argument("--from-offset", type=int, default=None)
+    start.add_argument("--since", default=None, help="ISO time, on the events' own occurred_at")
+    replay.add_argument("--until", default=None, help="ISO time (exclusive)")
+    replay.add_argument("--dry-run", action="store_true", help="show what would be sent")
+    replay.add_argument("--resend", action="store_true",
+                        help="send again even what was already delivered")
+    replay.set_defaults(func=cmd_replay)
+
+    dlq = sub.add_parser("dlq", help="show or re-drive dead letters")
+    dlq.add_argument("action", choices=("show", "redrive"))
+    dlq.add_argument("--topic", default="deliveries.dlq", choices=("deliveries.dlq", "ingress.dlq"))
+    dlq.add_argument("--destination", default=None,
+                     help="only this destination (deliveries.dlq) or source (ingress.dlq)")
+    dlq.add_argument("--reason", default=None, help="only reasons starting with this")
+    dlq.add_argument("--dry-run", action="store_true")
+    dlq.set_defaults(func=cmd_dlq)
 
     topics = sub.add_parser("topics", help="create or describe the catalog's topics")
     topics.add_argument("action", choices=("create", "describe"))

@@ -115,20 +115,25 @@ def load_rules(path: str) -> list[Rule]:
     return parse_rules(doc, known)
 
 
-def delivery_id(destination: str, action: str, event_id: str, route: str) -> str:
-    return f"{destination}:{action}:{event_id}:{route}"
+def delivery_id(destination: str, action: str, event_id: str, route: str,
+                resend: str | None = None) -> str:
+    """The idempotency key of a delivery. A deliberate resend (`relay replay --resend`) gets its
+    own suffix, so the ledger treats it as new; anything else repeats the same id."""
+    base = f"{destination}:{action}:{event_id}:{route}"
+    return f"{base}#resend:{resend}" if resend else base
 
 
 def plan(rules: list[Rule], envelope: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every delivery an envelope asks for, one per (rule, target)."""
     out = []
+    resend = (envelope.get("trace") or {}).get("resend")
     for rule in rules:
         if not rule.matches(envelope):
             continue
         for target in rule.targets:
             out.append({
                 "delivery_id": delivery_id(
-                    target.destination, target.action, envelope["event_id"], rule.name),
+                    target.destination, target.action, envelope["event_id"], rule.name, resend),
                 "destination": target.destination,
                 "action": target.action,
                 "event_id": envelope["event_id"],

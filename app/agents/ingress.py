@@ -11,6 +11,9 @@ from app.pipeline import TOPIC_SOURCES, ingress_dead_letter, normalize_record, o
 
 log = structlog.get_logger(__name__)
 
+# Set by `relay replay --resend`: deliveries of this record get new ids and are sent again.
+RESEND_HEADER = "relay-resend"
+
 
 def install(relay: Relay) -> None:
     app, settings = relay.app, relay.settings
@@ -22,6 +25,7 @@ def install(relay: Relay) -> None:
         origin = origin_of(msg.topic, msg.partition, msg.offset)
         metrics.CONSUMED.labels(msg.topic).inc()
         headers = list(msg.headers or [])
+        resend = next((v.decode() for k, v in headers if k == RESEND_HEADER and v), None)
         try:
             envelopes = normalize_record(msg.topic, event.value, dict(headers), settings)
         except Rejected as exc:
@@ -32,6 +36,8 @@ def install(relay: Relay) -> None:
             return
         for env in envelopes:
             env["trace"]["origin"] = origin
+            if resend:
+                env["trace"]["resend"] = resend
             metrics.NORMALIZED.labels(env["source"], env["type"]).inc()
             if env["type"].endswith(".unmapped"):
                 metrics.UNMAPPED.labels(env["source"]).inc()

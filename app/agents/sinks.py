@@ -30,6 +30,7 @@ from app.destinations.registry import DESTINATIONS as IMPLEMENTATIONS
 from app.pipeline import delivery_dead_letter, event_age_s, next_attempt
 
 PARKED_REASON = "behind_earlier_retry"
+IN_LANE = "in_retry_lane"  # ledger status while the retry lane owns a delivery
 
 
 class Settler:
@@ -67,16 +68,20 @@ class Settler:
         todo, event_of = [], {}
         for event, delivery in batch:
             bind_event(event)
-            event_of[delivery["delivery_id"]] = event
             done = self.ledger.get(delivery["delivery_id"])
-            if done and done.get("status") in TERMINAL:
+            status = (done or {}).get("status")
+            if delivery["delivery_id"] in event_of or status in TERMINAL:
                 metrics.LEDGER_HITS.labels(dest).inc()
                 if in_lane:
                     self._lane_add(delivery, -1)
                 await relay.emit("deliver", "duplicate_skipped", destination=dest,
                                  delivery_id=delivery["delivery_id"], event_id=delivery["event_id"])
                 continue
-            if not in_lane and self.parked.get(self._lane_key(delivery)):
+            event_of[delivery["delivery_id"]] = event
+            # A copy of an item the lane holds (a replay) parks behind it rather than being
+            # dropped: the lane skips it if the first copy ends, and delivers it if that copy
+            # was lost in a crash.
+            if not in_lane and (status == IN_LANE or self.parked.get(self._lane_key(delivery))):
                 await self.park(delivery)
                 continue
             todo.append(delivery)
@@ -96,6 +101,7 @@ class Settler:
 
     async def park(self, delivery: dict) -> None:
         self._lane_add(delivery, +1)
+        self.ledger[delivery["delivery_id"]] = {"status": IN_LANE, "at": time.time()}
         await self.relay.send(f"deliveries.retry.{self.dest}", delivery.get("customer_key"),
                               {**delivery, "not_before": 0.0, "last_reason": PARKED_REASON})
         await self.relay.emit("deliver", "retrying", destination=self.dest,
@@ -109,6 +115,7 @@ class Settler:
             if in_lane:
                 return  # the lane retries its head in place (see retry agent)
             self._lane_add(delivery, +1)
+            self.ledger[outcome.delivery_id] = {"status": IN_LANE, "at": time.time()}
             metrics.RETRIES.labels(dest, "topic").inc()
             await relay.send(f"deliveries.retry.{dest}", delivery.get("customer_key"),
                              next_attempt(delivery, relay.settings, outcome.reason,

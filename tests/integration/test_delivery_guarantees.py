@@ -3,6 +3,9 @@ exactly once, rejected credentials pause instead of dead-lettering, and a custom
 waits behind their earlier one that is being retried."""
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -111,3 +114,70 @@ def test_a_customers_later_item_waits_behind_their_item_in_retry(broker, sandbox
         order += [i for i in ids if i in first_ids | second_ids]
     assert order, "sandbox calls carry no relay ids"
     assert max(order.index(i) for i in first_ids) < min(order.index(i) for i in second_ids)
+
+
+def relay_cli(broker, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BROKER_URL": broker.url}
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, env=env,
+                          timeout=120)
+
+
+def test_replay_skips_what_was_delivered_and_resend_sends_again(broker, sandbox, worker):
+    records = tier_moves(8)
+    old = json_with_date(tier_moves(1)[0], "2025-01-05T08:00:00")
+    expected = planned_ids(records, {"braze", "insider"})
+    asyncio.run(produce(broker.bootstrap, records + [old]))
+    wait_until(lambda: expected <= set(sandbox.ids()), 60, what="first delivery")
+
+    dry = relay_cli(broker, "replay", "--topic", "air.outbound", "--dry-run",
+                    "--since", "2025-01-01T00:00:00Z", "--until", "2025-02-01T00:00:00Z")
+    assert dry.returncode == 0, dry.stderr
+    assert "selected: 1" in dry.stdout.decode() and "planned braze.track_event: 1" in dry.stdout.decode()
+
+    plain = relay_cli(broker, "replay", "--topic", "air.outbound")
+    assert plain.returncode == 0, plain.stderr
+    wait_until(lambda: sum(1 for r in outcomes(broker, 1.0) if r.get("status") == "duplicate_skipped"
+                           and r.get("delivery_id") in expected) >= len(expected),
+               60, what="replayed deliveries skipped by the ledger")
+    assert all(sandbox.ids()[i] == 1 for i in expected)
+
+    resend = relay_cli(broker, "replay", "--topic", "air.outbound", "--resend",
+                       "--since", "2025-01-01T00:00:00Z", "--until", "2025-02-01T00:00:00Z")
+    # the plain replay put a second copy of the old record in the window: same event, same ids
+    assert resend.returncode == 0 and "sent: 2" in resend.stdout.decode(), resend.stdout
+    old_ids = planned_ids([old], {"braze"})
+    def resent():
+        return [n for i, n in sandbox.ids().items()
+                if "#resend:" in i and i.split("#resend:")[0] in old_ids]
+    counts = wait_until(lambda: len(resent()) == len(old_ids) and resent(), 60, what="resent")
+    time.sleep(1.0)
+    # both copies share one resend id: each of the event's deliveries is sent once more
+    assert len(old_ids) == 2 and resent() == counts == [1, 1]
+
+
+def test_dead_letters_can_be_shown_and_redriven(broker, sandbox, worker):
+    sandbox.faults(destination="insider", error_rate=1.0, statuses=[400])
+    records = tier_moves(3)
+    expected = planned_ids(records, {"insider"})
+    asyncio.run(produce(broker.bootstrap, records))
+    wait_until(lambda: sum(1 for r in outcomes(broker, 1.0) if r.get("status") == "dead_lettered"
+                           and r.get("delivery_id") in expected) == 3, 60, what="dead letters")
+    shown = relay_cli(broker, "dlq", "show")
+    assert shown.returncode == 0 and "insider.upsert: http_400" in shown.stdout.decode()
+    sandbox.clear_faults()
+    redriven = relay_cli(broker, "dlq", "redrive", "--destination", "insider", "--reason", "http_400")
+    assert redriven.returncode == 0 and "re-driven: 3" in redriven.stdout.decode(), redriven.stdout
+    wait_until(lambda: expected <= set(sandbox.ids()), 60, what="re-driven deliveries accepted")
+
+
+def test_replay_of_a_non_ingress_topic_is_refused_in_one_line(broker):
+    result = relay_cli(broker, "replay", "--topic", "deliveries.braze")
+    assert result.returncode == 2
+    assert len(result.stderr.decode().strip().splitlines()) == 1
+
+
+def json_with_date(record, event_date: str):
+    topic, key, value = record
+    doc = orjson.loads(value)
+    doc["headers"]["eventDate"] = event_date
+    return topic, key, orjson.dumps(doc)
