@@ -62,6 +62,40 @@ LINE_TYPES = {"LINE_UID", "LINE_USER_ID", "LINE"}
 
 TRACE_HEADERS = ("eesEventId", "eesMasterEventId", "eventName", "unitId", "clientId",
                  "eesApiVersion", "externalMessageId")
+KNOWN_HEADERS = {*TRACE_HEADERS, "eventDate", "eventTime", "timestamp", "unitFriendlyName",
+                 "callerIp", "eesEnvironmentType", "eesSubsystemId"}
+KNOWN_DOCUMENT_KEYS = {"headers", "request", "response", "atomicOperations", "enrichmentData"}
+
+# Fields of each known entity that the handlers read, or that are pure bookkeeping (creation and
+# update stamps, the wallet id every object repeats, identity secrets). Anything else an entity
+# carries is kept under `payload.extra.fields.<objectType>` so no upstream fact is lost.
+_STAMPS = {"walletId", "dateCreated", "lastUpdated", "dateUpdated"}
+READ_FIELDS: dict[str, set[str]] = {
+    "walletEntity": _STAMPS | {"id", "type", "status", "state"},
+    "walletIdentityEntity": _STAMPS | {"identityId", "type", "value", "safeValue", "secret",
+                                       "state", "status", "dates", "identities", "friendlyName"},
+    "walletConsumerEntity": _STAMPS | {"consumerId", "id", "data", "friendlyName"},
+    "walletAccountEntity": _STAMPS | {"accountId", "id", "type", "clientType", "status", "state",
+                                      "campaignId", "balances", "dates", "relationships", "event",
+                                      "expiryDate"},
+    "walletAccountTransactionEntity": _STAMPS | {
+        "accountTransactionId", "transactionId", "id", "accountId", "walletTransactionId",
+        "event", "value", "account", "balancesBefore", "balancesAfter", "type", "clientType",
+        "status", "campaignId", "balances"},
+    "walletTransactionEntity": _STAMPS | {
+        "walletTransactionId", "transactionId", "id", "parentWalletTransactionId", "reference",
+        "type", "status", "location", "phase", "fulfilmentPhase", "basket", "currency",
+        "currencyCode", "value", "totalValue", "triggers"},
+    "tierMembershipEntity": _STAMPS | {
+        "tierMembershipId", "membershipId", "id", "tierId", "tierName", "name", "balances",
+        "expiryDate", "expiry_date", "dates", "previousTierId", "tierIdBefore", "direction"},
+    "tierMembershipTransactionEntity": _STAMPS | {
+        "transactionType", "type", "tierId", "tierIdAfter", "toTierId", "newTierId", "tierAfter",
+        "tierIdBefore", "fromTierId", "previousTierId", "tierBefore", "direction", "event",
+        "balances", "value", "amount", "tierMembershipId"},
+}
+CONSUMER_DATA_FIELDS = {"personal", "contact", "contacts", "communication", "communications",
+                        "optin", "email", "phone", "mobile", "language", "locale"}
 
 _WALLET_IN_PATH = re.compile(r"/wallets?/(\d+)")
 
@@ -117,11 +151,12 @@ class AirDoc:
     """One AIR document, parsed once, with the lookups the handlers need."""
 
     def __init__(self, doc: Mapping[str, Any], settings: Settings):
-        headers = doc.get("headers")
+        self.doc = doc
+        headers = parse_body(doc.get("headers"))  # seen as a JSON string in hand-made payloads
         if not isinstance(headers, Mapping):
             raise Rejected("missing_field", "headers")
         self.headers = headers
-        self.event_name = (text(headers.get("eventName")) or "").upper()
+        self.event_name = event_name_of(headers.get("eventName"))
         if not self.event_name:
             raise Rejected("missing_field", "headers.eventName")
         source_id = text(first(headers, "eesEventId", "eesMasterEventId", "externalMessageId"))
@@ -129,15 +164,16 @@ class AirDoc:
             raise Rejected("missing_field", "headers.eesEventId")
         self.source_id = source_id
         self.settings = settings
-        self.request = as_dict(doc.get("request"))
-        self.response = as_dict(doc.get("response"))
+        self.request = as_dict(parse_body(doc.get("request")))
+        self.response = as_dict(parse_body(doc.get("response")))
         self.request_body = parse_body(self.request.get("body"))
         self.response_body = parse_body(self.response.get("body"))
         self.ops: list[Op] = []
-        for item in as_list(doc.get("atomicOperations")):
+        for item in as_list(parse_body(doc.get("atomicOperations"))):
+            item = parse_body(item)
             if not isinstance(item, Mapping):
                 continue
-            raw_type = text(item.get("objectType")) or ""
+            raw_type = text(first(item, "objectType", "object_type", "ObjectType")) or ""
             value = parse_body(item.get("objectValue"))
             # A list of objects is several operations of the same kind.
             values = value if isinstance(value, list) and value and all(
@@ -145,11 +181,12 @@ class AirDoc:
             for one in values:
                 self.ops.append(Op(
                     type=object_type(raw_type),
-                    operation=(text(item.get("operationType")) or "").upper(),
+                    operation=(text(first(item, "operationType", "operation_type"))
+                               or "").upper(),
                     value=one if isinstance(one, dict) else {"value": one} if one else {},
                     raw_type=raw_type,
                 ))
-        self.enrichment = doc.get("enrichmentData")
+        self.enrichment = parse_body(doc.get("enrichmentData"))
         self.occurred_at = self._occurred_at()
         self.ids = Identities(settings.default_region)
         self.identity_types: list[str] = []
@@ -203,8 +240,9 @@ class AirDoc:
                     records.append(dict(raw))
                     return
                 for kind, value in raw.items():  # non-standard {"CUSTOMER_ID": "..."} map
-                    if not isinstance(value, (dict, list)):
-                        records.append({"type": kind, "value": value})
+                    for one in as_list(value):
+                        if not isinstance(one, (dict, list)):
+                            records.append({"type": kind, "value": one})
 
         enrichment = self.enrichment
         if isinstance(enrichment, Mapping):
@@ -323,12 +361,26 @@ class AirDoc:
         return balance
 
     def extra(self) -> dict:
+        """What the handlers did not read: unknown object types, unknown fields of known
+        entities, unknown headers and unknown top-level keys."""
         unknown: dict[str, list] = {}
+        fields: dict[str, list] = {}
         for op in self.ops:
             if op.type not in KNOWN_OBJECT_TYPES:
                 unknown.setdefault(op.type, []).append(
                     {"operation": op.operation, "value": op.value} if op.operation else op.value)
-        return {"objects": unknown} if unknown else {}
+                continue
+            rest = unread_fields(op.type, op.value)
+            if rest:
+                fields.setdefault(op.type, []).append(rest)
+        return drop_empty({
+            "objects": unknown,
+            "fields": fields,
+            "headers": {k: v for k, v in self.headers.items()
+                        if k not in KNOWN_HEADERS and v not in EMPTY},
+            "document": {k: v for k, v in self.doc.items()
+                         if k not in KNOWN_DOCUMENT_KEYS and v not in EMPTY},
+        })
 
     def trace(self) -> dict:
         trace = {name: self.headers.get(name) for name in TRACE_HEADERS
@@ -339,6 +391,41 @@ class AirDoc:
 
 
 # --- value helpers ----------------------------------------------------------------------------
+
+
+def event_name_of(raw: Any) -> str:
+    """`tier.membership.move `, `TIER_MEMBERSHIP_MOVE` -> `TIER.MEMBERSHIP.MOVE`. Another
+    separator is only swapped for dots when that makes a known name; otherwise the name is kept
+    as sent (upper case) for `air.unmapped`."""
+    name = re.sub(r"\s+", "", text(raw) or "").upper()
+    if name in HANDLERS or name.startswith("WALLET.ACCOUNT.TRANSACTION."):
+        return name
+    dotted = re.sub(r"[_\-/:]+", ".", name)
+    if dotted in HANDLERS:
+        return dotted
+    prefix = "WALLET.ACCOUNT.TRANSACTION."
+    if dotted.startswith(prefix):  # keep the verb's own underscores (REFUND_DEBIT)
+        return prefix + name[len(prefix):]
+    return name
+
+
+def unread_fields(object_type_: str, value: Mapping) -> dict:
+    """The fields of a known entity that no handler reads (empty ones dropped)."""
+    known = READ_FIELDS.get(object_type_, set())
+    if set(value) == {"value"} and not isinstance(value.get("value"), Mapping):
+        return {}  # a scalar objectValue wrapped by AirDoc
+    rest = {k: v for k, v in value.items() if k not in known and v not in EMPTY}
+    if object_type_ == CONSUMER:
+        data = parse_body(value.get("data"))
+        if isinstance(data, Mapping):
+            rest.update({f"data.{k}": v for k, v in data.items()
+                         if k not in CONSUMER_DATA_FIELDS and v not in EMPTY})
+    if rest:
+        ident = first(value, "accountId", "accountTransactionId", "walletTransactionId",
+                      "tierMembershipId", "consumerId", "identityId", "id")
+        if text(ident):
+            rest.setdefault("id", text(ident))
+    return rest
 
 
 def balances_of(raw: Any) -> dict:
@@ -369,9 +456,12 @@ def account_of(value: Mapping) -> dict:
         "client_type": text(value.get("clientType")),
         "status": (text(value.get("status")) or "").upper() or None,
         "state": (text(value.get("state")) or "").upper() or None,
+        "event": (text(value.get("event")) or "").upper() or None,
         "campaign_id": text(value.get("campaignId")),
         "balances": balances_of(value.get("balances")),
-        "expiry_date": iso_or_raw(dig(value, "dates", "end")),
+        "start_date": iso_or_raw(dig(value, "dates", "start")),
+        "expiry_date": iso_or_raw(first(as_dict(value.get("dates")), "end", "expiry")
+                                  or value.get("expiryDate")),
         "objective_of": snake_keys(objective_of) if objective_of else None,
     })
 
@@ -406,6 +496,25 @@ def coupon_of(txn: Mapping) -> dict:
         "type": account.get("type"),
         "client_type": account.get("client_type"),
         "value": txn.get("value"),
+        "start_date": account.get("start_date"),
+        "expiry_date": account.get("expiry_date"),
+    })
+
+
+def points_summary(txns: list[dict], *events: str) -> dict:
+    """Points moved by `events` on POINTS accounts: total, balances before the first and after
+    the last of them (operation order: the last balance wins)."""
+    moves = [t for t in txns if dig(t, "account", "type") == "POINTS"
+             and (not events or t.get("event") in events)]
+    values = [t.get("value") for t in moves if isinstance(t.get("value"), (int, float))]
+    after = next((t["balances_after"] for t in reversed(moves) if t.get("balances_after")), {})
+    return drop_empty({
+        "points": sum(values) if values else None,
+        "balances_before": next((t["balances_before"] for t in moves
+                                 if t.get("balances_before")), None),
+        "balances_after": after,
+        "account_id": next((dig(t, "account", "account_id") for t in moves
+                            if dig(t, "account", "account_id")), None),
     })
 
 
@@ -587,7 +696,10 @@ def money_total(raw: Any) -> Any:
 
 def pos_facts(doc: AirDoc) -> dict:
     wallet_txn = doc.last(WALLET_TXN)
+    request = doc.request_body if isinstance(doc.request_body, dict) else {}
     basket = parse_body(wallet_txn.get("basket"))
+    if not isinstance(basket, dict) or not basket:  # POS Connect request body as a fallback
+        basket = parse_body(first(request, "basket", default=None))
     basket = basket if isinstance(basket, dict) else {}
     lines = [basket_line(x) for x in as_list(basket.get("contents")) if isinstance(x, Mapping)]
     summary = as_dict(basket.get("summary"))
@@ -609,7 +721,7 @@ def pos_facts(doc: AirDoc) -> dict:
         values = [v for v in values if isinstance(v, (int, float))]
         return sum(values) if values else None
 
-    location = as_dict(wallet_txn.get("location"))
+    location = as_dict(wallet_txn.get("location")) or as_dict(request.get("location"))
     return drop_empty({
         "wallet_id": doc.wallet_id,
         "transaction_id": text(first(wallet_txn, "walletTransactionId", "transactionId", "id")),
@@ -743,7 +855,7 @@ def account_updated(doc: AirDoc) -> Result:
     txns = doc.transactions()
     cancelled_ids = {t["account"].get("account_id") for t in txns if t.get("event") == "CANCEL"}
     cancelled = [a for a in accounts if a.get("status") in ("CANCELLED", "CANCELED")
-                 or a.get("account_id") in cancelled_ids]
+                 or a.get("event") == "CANCEL" or a.get("account_id") in cancelled_ids]
     payload = drop_empty({"wallet_id": doc.wallet_id, "accounts": accounts,
                           "cancelled": cancelled})
     if cancelled and (any(_is_plan(a) for a in cancelled) or not any(map(_is_plan, accounts))):
@@ -802,24 +914,36 @@ def pos_spend(kind: str) -> Callable[[AirDoc], Result]:
 
 def action_fired(doc: AirDoc) -> Result:
     body = doc.request_body if isinstance(doc.request_body, dict) else {}
-    references = [text(t.get("reference")) for t in as_list(body.get("triggers"))
+    wallet_txn = doc.last(WALLET_TXN)
+    triggers = as_list(body.get("triggers")) or as_list(wallet_txn.get("triggers"))
+    references = [text(t.get("reference")) for t in triggers
                   if isinstance(t, Mapping) and text(t.get("reference"))]
     txns = doc.transactions()
     accounts = doc.accounts()
     points = [t.get("value") for t in txns if dig(t, "account", "type") == "POINTS"
               and t.get("event") in ("CREDIT", "EARN") and isinstance(t.get("value"),
                                                                         (int, float))]
+    coupons = [a for a in accounts if "COUPON" in (a.get("type") or "")]
+    credited = sum(points) if points else None
+    reward = "points" if credited else "coupon" if coupons else "none"
     payload = drop_empty({
         "wallet_id": doc.wallet_id,
         "action_references": references,
+        "action_reference": references[0] if references else None,
         "reference": text(dig(body, "walletTransaction", "reference"))
-        or text(dig(doc.last(WALLET_TXN), "reference")),
+        or text(wallet_txn.get("reference")),
+        "wallet_transaction_id": text(wallet_txn.get("walletTransactionId")),
         "behavioural_actions": [a for a in accounts
                                 if (a.get("type") or "") == "BEHAVIOURAL_ACTION"],
-        "coupons_issued": [a for a in accounts if "COUPON" in (a.get("type") or "")],
-        "points_credited": sum(points) if points else None,
+        "coupons_issued": coupons,
+        "points_credited": credited,
+        **{k: v for k, v in points_summary(doc.transactions(), "CREDIT", "EARN").items()
+           if k in ("balances_before", "balances_after")},
+        "reward": reward,
     })
-    return "loyalty.action.fired", payload, _points_attr(doc)
+    attributes = drop_empty({"last_reward_action": references[0] if references else None,
+                             "last_reward_at": utc_iso(doc.occurred_at)})
+    return "loyalty.action.fired", payload, attributes | _points_attr(doc)
 
 
 def tier_changed(kind: str) -> Callable[[AirDoc], Result]:
@@ -868,8 +992,9 @@ def account_transaction(doc: AirDoc) -> Result:
     event = verb if verb in POINTS_EVENT_TYPES else next(
         (t.get("event") for t in points if t.get("event") in POINTS_EVENT_TYPES), None)
     if event:
-        values = [t.get("value") for t in points if isinstance(t.get("value"), (int, float))]
-        payload["points"] = sum(values) if values else None
+        summary = points_summary(txns)
+        payload.update({k: v for k, v in summary.items() if k != "account_id"})
+        payload["points_balance"] = doc.points_balance()
         payload = drop_empty(payload)
         return POINTS_EVENT_TYPES[event], payload, _points_attr(doc)
     payload["event_name"] = doc.event_name
@@ -947,6 +1072,40 @@ def _derived_redemptions(doc: AirDoc, main_type: str, trace: dict) -> list[dict]
     return envelopes
 
 
+DERIVE_POINTS_FROM = ("pos.transaction.", "pos.spend.")
+
+
+def _derived_points(doc: AirDoc, main_type: str, trace: dict) -> list[dict]:
+    """Points moved inside a POS event are also their own `loyalty.points.<verb>` event (one per
+    verb), with the balances before and after, so "points earned" has one shape everywhere."""
+    if not main_type.startswith(DERIVE_POINTS_FROM):
+        return []
+    txns = doc.transactions()
+    verbs: list[str] = []
+    for txn in txns:
+        event = txn.get("event")
+        if dig(txn, "account", "type") == "POINTS" and event in POINTS_EVENT_TYPES \
+                and event not in verbs:
+            verbs.append(event)
+    envelopes = []
+    balance = doc.points_balance()
+    for verb in verbs:
+        summary = points_summary(txns, verb)
+        attributes = {"points_balance": balance} if balance is not None else {}
+        envelopes.append(make_envelope(
+            source=SOURCE,
+            type=POINTS_EVENT_TYPES[verb],
+            source_id=f"{doc.source_id}/points/{verb}",
+            occurred_at=doc.occurred_at,
+            identities=doc.ids.ids,
+            attributes=attributes,
+            payload=drop_empty({"wallet_id": doc.wallet_id, **summary,
+                                "points_balance": balance, "within": main_type}),
+            trace=trace,
+        ))
+    return envelopes
+
+
 def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> list[dict]:
     if not isinstance(value, Mapping):
         raise Rejected("not_an_object", "AIR event must be a JSON object")
@@ -966,4 +1125,5 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
         payload=payload,
         trace=trace,
     )
-    return [envelope, *_derived_redemptions(doc, kind, trace)]
+    return [envelope, *_derived_redemptions(doc, kind, trace),
+            *_derived_points(doc, kind, trace)]
