@@ -49,6 +49,8 @@ def test_trigger_body():
 def test_identity_type_selects_air_identity():
     assert prep({"reference": "R", "identity_type": "card"})["identityValue"] == "CARD-77"
     assert prep({"reference": "R", "identity_type": "EMAIL"})["identityValue"] == "C1"
+    assert prep({"reference": "R", "identity_type": "EMAIL"},
+                {"customer_id": "C1", "email": "a@b.c"})["identityValue"] == "a@b.c"
 
 
 @pytest.mark.parametrize("params,ids", [({}, None), ({"reference": "R"}, {"email": "a@b.c"})])
@@ -58,7 +60,7 @@ def test_trigger_invalid(params, ids):
 
 
 @pytest.mark.parametrize("status,expected", [
-    (200, "delivered"), (201, "delivered"), (400, "failed"), (404, "failed"), (401, "auth"),
+    (200, "delivered"), (201, "delivered"), (400, "failed"), (404, "failed"), (401, "failed"),
     (403, "retry"), (409, "retry"), (429, "retry"), (500, "retry"), (0, "retry")])
 def test_trigger_statuses(status, expected):
     (result,) = TRIGGER.interpret(Reply(status, {}, {"errorCode": "x"}, "timeout" if not status

@@ -2,8 +2,9 @@
 
 Action ``trigger`` reads params ``reference`` (the AIR action reference; required) and
 ``identity_type`` (default CUSTOMER_ID). The identity value is identities
-``air_identity:<identity_type>``, else customer_id. ``walletTransaction.reference`` is the
-envelope's event id, so AIR can recognise a repeated call.
+``air_identity:<identity_type>``, else the canonical identity of that type (EMAIL -> email,
+MOBILE -> phone, LINE_UID -> line_uid), else customer_id. ``walletTransaction.reference`` is
+the envelope's event id, so AIR can recognise a repeated call. 400, 401 and 404 are permanent.
 
 Requests are signed (`Destination.sign`): ``X-EES-AUTH-CLIENT-ID`` = config.extra["client_id"]
 and ``X-EES-AUTH-HASH`` = sha256 hex of (path + query + body + secret), where the path is the
@@ -30,6 +31,9 @@ from app.destinations.base import (
 from app.destinations.mapping import resolve
 
 TRIGGER_PATH = "/services/trigger"
+# AIR identity types whose value the envelope also carries under a canonical name.
+CANONICAL_IDENTITY = {"EMAIL": "email", "MOBILE": "phone", "PHONE": "phone",
+                      "LINE_UID": "line_uid"}
 
 
 def air_signature(path_and_query: str, body: bytes | str, secret: str) -> str:
@@ -63,7 +67,10 @@ class Trigger(Action):
             raise ItemInvalid("AIR action reference missing")
         identity_type = str(params.get("identity_type") or "CUSTOMER_ID").upper()
         ids = envelope.get("identities") or {}
-        value = ids.get(f"air_identity:{identity_type}") or ids.get("customer_id")
+        # AIR finds the wallet by the value alone; the type picks which value to prefer.
+        value = (ids.get(f"air_identity:{identity_type}")
+                 or ids.get(CANONICAL_IDENTITY.get(identity_type, ""))
+                 or ids.get("customer_id"))
         if not value:
             raise ItemInvalid(f"no AIR identity of type {identity_type}")
         if not envelope.get("event_id"):
@@ -77,11 +84,11 @@ class Trigger(Action):
     def interpret(self, reply: Reply, items: Sequence[Any]) -> list[ItemResult]:
         if reply.ok:
             result = ItemResult("delivered", "", reply.status)
-        elif reply.status == 401:
-            result = ItemResult("auth", "http_401", 401)
-        elif reply.status in (400, 404):
+        elif reply.status in (400, 401, 404):
+            # Permanent per the AIR contract: a bad request, a signature AIR refuses (wrong
+            # secret or client id: retrying the same bytes cannot succeed), an unknown identity.
             body = reply.body if isinstance(reply.body, Mapping) else {}
-            reason = "identity_not_found" if reply.status == 404 else "http_400"
+            reason = {404: "identity_not_found", 401: "http_401"}.get(reply.status, "http_400")
             result = ItemResult("failed", reason, reply.status, detail=short(body or reply.body))
         else:
             reason = (reply.error or "transport") if reply.status == 0 else f"http_{reply.status}"
