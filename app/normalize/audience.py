@@ -8,7 +8,8 @@ Our own ingress schema (topics/schemas/audience.membership.json)::
 
 Aliases: `event_id` for the id, `segment_id`/`segment` for the audience, added/removed,
 enter/exit, join/leave for the action. A record without an id gets a stable id derived from its
-content. Types: `audience.entered`, `audience.exited`.
+content. Types: `audience.entered`, `audience.exited`. Payload: platform, audience {id, name},
+audience_id (= audience.id), membership_id, action.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
     if not source_id:
         source_id = "content:" + content_id(platform, audience, sorted(ids.ids.items()), kind,
                                             utc_iso(occurred))
+    # `audience_id` repeats audience.id flat: rules written against either path keep matching.
     payload = drop_empty({"platform": platform, "audience": audience,
+                          "audience_id": audience.get("id"),
                           "membership_id": text(first(value, "membership_id", "membershipId")),
                           "action": kind.rsplit(".", 1)[1]})
     attributes = {}

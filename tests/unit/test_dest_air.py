@@ -53,6 +53,14 @@ def test_identity_type_selects_air_identity():
                 {"customer_id": "C1", "email": "a@b.c"})["identityValue"] == "a@b.c"
 
 
+def test_identity_fallbacks():
+    params = {"reference": "R", "identity_fallbacks": ["braze_external_id"]}
+    assert prep(params, {"braze_external_id": "B7", "email": "a@b.c"})["identityValue"] == "B7"
+    assert prep(params, {"customer_id": "C1", "braze_external_id": "B7"})["identityValue"] == "C1"
+    with pytest.raises(ItemInvalid):
+        prep({"reference": "R", "identity_fallbacks": "braze_external_id"}, {"customer_id": "C"})
+
+
 @pytest.mark.parametrize("params,ids", [({}, None), ({"reference": "R"}, {"email": "a@b.c"})])
 def test_trigger_invalid(params, ids):
     with pytest.raises(ItemInvalid):

@@ -3,7 +3,9 @@
 Action ``trigger`` reads params ``reference`` (the AIR action reference; required) and
 ``identity_type`` (default CUSTOMER_ID). The identity value is identities
 ``air_identity:<identity_type>``, else the canonical identity of that type (EMAIL -> email,
-MOBILE -> phone, LINE_UID -> line_uid), else customer_id. ``walletTransaction.reference`` is
+MOBILE -> phone, LINE_UID -> line_uid), else customer_id, else the first present of the
+envelope identities named in ``identity_fallbacks`` (e.g. ``[braze_external_id]`` where the
+Braze external id is the AIR customer id). ``walletTransaction.reference`` is
 the envelope's event id, so AIR can recognise a repeated call. 400, 401 and 404 are permanent.
 
 Requests are signed (`Destination.sign`): ``X-EES-AUTH-CLIENT-ID`` = config.extra["client_id"]
@@ -68,9 +70,13 @@ class Trigger(Action):
         identity_type = str(params.get("identity_type") or "CUSTOMER_ID").upper()
         ids = envelope.get("identities") or {}
         # AIR finds the wallet by the value alone; the type picks which value to prefer.
+        fallbacks = params.get("identity_fallbacks") or []
+        if not isinstance(fallbacks, list):
+            raise ItemInvalid("param 'identity_fallbacks' must be a list of identity names")
         value = (ids.get(f"air_identity:{identity_type}")
                  or ids.get(CANONICAL_IDENTITY.get(identity_type, ""))
-                 or ids.get("customer_id"))
+                 or ids.get("customer_id")
+                 or next((ids[name] for name in fallbacks if ids.get(str(name))), None))
         if not value:
             raise ItemInvalid(f"no AIR identity of type {identity_type}")
         if not envelope.get("event_id"):
