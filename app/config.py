@@ -62,6 +62,7 @@ class Settings:
     breaker_threshold: int = 20
     breaker_cooldown_s: float = 30.0
     emit_outcomes: bool = True
+    group_instance_id: str = ""
     destinations: Mapping[str, DestinationConfig] = field(default_factory=dict)
 
     def destination(self, name: str) -> DestinationConfig:
@@ -211,6 +212,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         breaker_threshold=_int(env, "BREAKER_THRESHOLD", 20, 1, 100000),
         breaker_cooldown_s=_float(env, "BREAKER_COOLDOWN_S", 30.0, 0.1, 3600.0),
         emit_outcomes=_bool(env, "EMIT_OUTCOMES", True),
+        group_instance_id=env.get("GROUP_INSTANCE_ID", "").strip(),
         destinations=load_destinations(env),
     )
 

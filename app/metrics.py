@@ -38,3 +38,16 @@ IDENTITY_UPDATES = Counter("relay_identity_updates_total", "Identity table write
 WEBHOOKS = Counter("relay_webhooks_total", "MAAC webhooks received", ["result"])
 
 BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2, "paused": 3}
+
+# --- operations (app/agents/ops.py): lag, retry-topic depth, rebalances ---
+# Labels: topic names from the catalog and partition numbers, both bounded by the catalog.
+CONSUMER_LAG = Gauge("relay_consumer_lag_messages",
+                     "Records behind the high watermark (committed position), per assigned "
+                     "topic-partition", ["topic", "partition"])
+CONSUMER_LAG_SECONDS = Gauge("relay_consumer_lag_seconds",
+                             "Estimated age of the oldest unconsumed record, per assigned "
+                             "topic-partition (0 when caught up)", ["topic", "partition"])
+RETRY_DEPTH = Gauge("relay_retry_topic_depth_messages",
+                    "Records waiting in deliveries.retry.<destination> on this worker's partitions",
+                    ["destination"])
+REBALANCES = Counter("relay_rebalances_total", "Consumer group rebalances this worker went through")

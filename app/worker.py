@@ -10,13 +10,13 @@ from __future__ import annotations
 import faust
 
 from app import web
-from app.agents import ingress, route, sinks
+from app.agents import ingress, ops, route, sinks
 from app.agents.context import Relay
 from app.catalog import load_catalog
 from app.config import Settings
 from app.routing import load_rules
 
-STAGES = (ingress, route, sinks)
+STAGES = (ingress, route, sinks, ops)
 
 
 def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
@@ -39,6 +39,10 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
         table_standby_replicas=0,
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,
+        # Static group membership: a restarted member with the same id gets its partitions back
+        # without a rebalance (within the session timeout).
+        **({"consumer_group_instance_id": settings.group_instance_id}
+           if settings.group_instance_id else {}),
     )
     relay = Relay(app, settings, load_catalog(settings), load_rules(settings.routes_file),
                   trace_ids=trace_ids)

@@ -1,0 +1,151 @@
+"""Operations: consumer lag (messages and seconds), retry-topic depth, rebalances, Faust's sensor.
+
+Lag is measured by this worker for the catalog topic-partitions assigned to it, every
+`LAG_INTERVAL_S`, from what the consumer already knows (no extra broker requests):
+
+- **messages** = high watermark (from the last fetch response) - committed position (the next
+  offset the group will read; the consumer's read position + 1 before the first commit). Table
+  changelogs and Faust's internal topics are left out. Each partition is assigned to one worker
+  at a time, so `sum by (topic)` over workers is the group's lag.
+- **seconds** = 0 when caught up; otherwise now - the timestamp of the last record this worker
+  acknowledged on the partition (the next unconsumed record is at least that old or younger, so
+  this is a slight over-estimate that grows while a worker is stuck, which is what an alert wants).
+  Before the first acknowledgement after an assignment it uses the first record read (exactly the
+  next unconsumed one); before anything was read, the time since the lag was first seen (a lower
+  bound). Timestamps are the records' Kafka timestamps (CreateTime, or append time on brokers
+  that rewrite them, such as the embedded one).
+
+Faust's own Prometheus monitor (`faust_*` metrics: messages in/out, table operations, commit and
+send latency, assignments) is installed on the same registry, so `/metrics` serves both.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from faust.sensors import Sensor
+from prometheus_client import REGISTRY
+
+from app import metrics
+from app.agents.context import Relay
+from app.config import DESTINATIONS
+
+log = structlog.get_logger(__name__)
+
+LAG_INTERVAL_S = 2.0
+RETRY_PREFIX = "deliveries.retry."
+
+_faust_metrics = None  # created once per process: the registry rejects duplicate names
+
+
+def _install_faust_monitor(app) -> None:
+    """Faust's Prometheus monitor, without its own /metrics page (app.web serves the registry)."""
+    global _faust_metrics
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+
+    if _faust_metrics is None:
+        _faust_metrics = FaustMetrics.create(REGISTRY, "faust")
+    app.monitor = PrometheusMonitor(metrics=_faust_metrics)
+
+
+class OpsSensor(Sensor):
+    """Remembers record timestamps per partition (for lag in seconds) and counts rebalances."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.acked_ts: dict[Any, float] = {}
+        self.first_read_ts: dict[Any, float] = {}
+
+    def on_message_in(self, tp, offset: int, message) -> None:
+        if tp not in self.first_read_ts:
+            self.first_read_ts[tp] = message.timestamp
+
+    def on_message_out(self, tp, offset: int, message) -> None:
+        self.acked_ts[tp] = message.timestamp
+
+    def on_rebalance_start(self, app) -> dict:
+        metrics.REBALANCES.inc()
+        # Partitions may move: what we knew about them belongs to the old assignment.
+        self.acked_ts.clear()
+        self.first_read_ts.clear()
+        return super().on_rebalance_start(app)
+
+
+class LagMeter:
+    def __init__(self, relay: Relay, sensor: OpsSensor):
+        self.relay = relay
+        self.sensor = sensor
+        self.exported: set[tuple[str, str]] = set()
+        self.lag_since: dict[Any, float] = {}
+
+    def measure(self, now: float | None = None) -> dict[Any, tuple[int, float]]:
+        """(messages, seconds) per assigned catalog topic-partition this worker has a high
+        watermark for."""
+        now = time.time() if now is None else now
+        consumer = self.relay.app.consumer
+        result = {}
+        for tp in consumer.assignment():
+            if tp.topic not in self.relay.catalog:
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = consumer._committed_offset.get(tp)
+            if position is None:
+                read = consumer._read_offset.get(tp)
+                position = read + 1 if read is not None else None
+            if position is None:
+                position = 0
+            messages = max(0, highwater - position)
+            if not messages:
+                self.lag_since.pop(tp, None)
+                result[tp] = (0, 0.0)
+                continue
+            ts = self.sensor.acked_ts.get(tp) or self.sensor.first_read_ts.get(tp)
+            if ts is None:
+                ts = self.lag_since.setdefault(tp, now)
+            result[tp] = (messages, max(0.0, now - ts))
+        return result
+
+    def export(self) -> None:
+        lags = self.measure()
+        current, depth = set(), dict.fromkeys(DESTINATIONS, 0)
+        for tp, (messages, seconds) in lags.items():
+            labels = (tp.topic, str(tp.partition))
+            current.add(labels)
+            metrics.CONSUMER_LAG.labels(*labels).set(messages)
+            metrics.CONSUMER_LAG_SECONDS.labels(*labels).set(round(seconds, 3))
+            if tp.topic.startswith(RETRY_PREFIX):
+                dest = tp.topic[len(RETRY_PREFIX):]
+                if dest in depth:
+                    depth[dest] += messages
+        for labels in self.exported - current:  # partitions that moved to another worker
+            for gauge in (metrics.CONSUMER_LAG, metrics.CONSUMER_LAG_SECONDS):
+                try:
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
+        self.exported = current
+        for dest, n in depth.items():
+            metrics.RETRY_DEPTH.labels(dest).set(n)
+
+
+def install(relay: Relay) -> None:
+    app = relay.app
+    _install_faust_monitor(app)
+    sensor = OpsSensor()
+    app.sensors.add(sensor)
+    meter = LagMeter(relay, sensor)
+    for dest in DESTINATIONS:
+        metrics.RETRY_DEPTH.labels(dest).set(0)
+
+    @app.timer(LAG_INTERVAL_S, name="ops-lag")
+    async def measure_lag() -> None:
+        if app.rebalancing:
+            return
+        try:
+            meter.export()
+        except Exception as exc:  # never let a metrics bug take the worker down
+            log.warning("ops.lag_failed", error=type(exc).__name__)
