@@ -81,3 +81,19 @@ def configure(level: str = "info", stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING) if numeric < logging.WARNING else numeric)
+
+
+# Upstream ids copied from an envelope's `trace` onto every log line about the event.
+TRACE_LOG_KEYS = ("eesEventId", "eesMasterEventId", "idempotency_key", "journey_id", "trigger_id",
+                  "origin")
+
+
+def bind_event(envelope: dict | None = None, **ids: Any) -> None:
+    """Bind the event id and upstream ids (eesEventId, MAAC idempotency key, journey id, ...) to
+    the current task's log context, replacing the previous event's. Call once per event."""
+    structlog.contextvars.clear_contextvars()
+    if envelope:
+        trace = envelope.get("trace") or {}
+        ids = {"event_id": envelope.get("event_id"), "event_type": envelope.get("type"),
+               **{k: trace[k] for k in TRACE_LOG_KEYS if trace.get(k)}, **ids}
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in ids.items() if v})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from app import metrics
+from app import logs, metrics
 from app.agents.context import Relay
 from app.envelope import Rejected
 from app.pipeline import TOPIC_SOURCES, ingress_dead_letter, normalize_record, origin_of
@@ -23,6 +23,7 @@ def install(relay: Relay) -> None:
     async def normalize_one(event) -> None:
         msg = event.message
         origin = origin_of(msg.topic, msg.partition, msg.offset)
+        logs.bind_event(origin=origin)
         metrics.CONSUMED.labels(msg.topic).inc()
         headers = list(msg.headers or [])
         resend = next((v.decode() for k, v in headers if k == RESEND_HEADER and v), None)
@@ -30,18 +31,21 @@ def install(relay: Relay) -> None:
             envelopes = normalize_record(msg.topic, event.value, dict(headers), settings)
         except Rejected as exc:
             metrics.INGRESS_DLQ.labels(TOPIC_SOURCES.get(msg.topic, ""), exc.code).inc()
+            log.info("ingress.rejected", topic=msg.topic, reason=exc.code)
             await relay.send("ingress.dlq", event.key, ingress_dead_letter(
                 exc, msg.topic, msg.partition, msg.offset, event.key, event.value, headers))
             await relay.emit("ingress", "dead_lettered", origin=origin, reason=exc.code)
             return
         for env in envelopes:
             env["trace"]["origin"] = origin
+            logs.bind_event(env)
             if resend:
                 env["trace"]["resend"] = resend
             metrics.NORMALIZED.labels(env["source"], env["type"]).inc()
             if env["type"].endswith(".unmapped"):
                 metrics.UNMAPPED.labels(env["source"]).inc()
             await relay.send("events.normalized", env["customer_key"], env)
+            log.debug("ingress.normalized", source=env["source"])
         await relay.emit("ingress", "normalized", origin=origin,
                          event_ids=[e["event_id"] for e in envelopes])
 

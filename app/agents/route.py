@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import orjson
+import structlog
 
-from app import metrics
+from app import logs, metrics
 from app.agents.context import Relay
 from app.pipeline import enrich, route
+
+log = structlog.get_logger(__name__)
 
 
 def install(relay: Relay) -> None:
@@ -14,6 +17,7 @@ def install(relay: Relay) -> None:
 
     async def route_one(key: bytes | None, raw: bytes) -> None:
         env = orjson.loads(raw)
+        logs.bind_event(env)
         ckey = env.get("customer_key") or ""
         if ckey:
             known = identities.get(ckey)
@@ -23,6 +27,7 @@ def install(relay: Relay) -> None:
                 metrics.IDENTITY_UPDATES.labels("event").inc()
             enrich(env, known)
         planned = route(relay.rules, env)
+        log.debug("route.planned", deliveries=len(planned))
         if not planned:
             metrics.UNROUTED.labels(env.get("source", "")).inc()
         for delivery in planned:
