@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,50 @@ async def read_topic(bootstrap: str | list[str], topics: list[str],
                         yield tp.topic, None
     finally:
         await consumer.stop()
+
+
+class TopicPublisher:
+    """An async callable publishing one JSON document per call to `topic`: the sandbox's
+    `air_outbound` hook, so the AIR emulator's outbound events reach `air.outbound` as real AIR's
+    would. The producer starts on first use, on the caller's event loop (the sandbox's)."""
+
+    def __init__(self, bootstrap: str | list[str], topic: str,
+                 key: Callable[[Mapping[str, Any]], str | None] | None = None):
+        self.bootstrap, self.topic, self.key = bootstrap, topic, key
+        self.sent = 0
+        self._producer = None
+        self._lock: asyncio.Lock | None = None
+
+    async def __call__(self, doc: Mapping[str, Any]) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+                await producer.start()
+                self._producer = producer
+        key = self.key(doc) if self.key else None
+        await self._producer.send_and_wait(self.topic, orjson.dumps(doc),
+                                           key=key.encode() if key else None)
+        self.sent += 1
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+
+def air_event_key(doc: Mapping[str, Any]) -> str | None:
+    """The wallet id of an AIR outbound document (its `walletEntity_<id>` enrichment key), so one
+    wallet's events stay in order on one partition."""
+    enrichment = doc.get("enrichmentData")
+    if isinstance(enrichment, Mapping):
+        for name in enrichment:
+            if str(name).startswith("walletEntity_"):
+                return str(name).split("_", 1)[1]
+    return None
 
 
 def base_env(broker_url: str, sandbox_env: Mapping[str, str] | None = None,

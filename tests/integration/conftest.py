@@ -15,7 +15,7 @@ import pytest
 from app.broker import EmbeddedBroker, free_port
 from app.catalog import create_topics, load_catalog
 from app.config import load_settings
-from app.localstack import WorkerProcess, base_env
+from app.localstack import TopicPublisher, WorkerProcess, air_event_key, base_env
 
 pytestmark = pytest.mark.integration
 
@@ -92,11 +92,14 @@ def worker_port():
 
 
 @pytest.fixture(scope="module")
-def sandbox(worker_port):
+def sandbox(broker, worker_port):
+    # The AIR emulator publishes its outbound events to air.outbound, closing the AIR loop.
+    air_outbound = TopicPublisher(broker.bootstrap, "air.outbound", key=air_event_key)
     box = SandboxThread(webhook_url=f"http://127.0.0.1:{worker_port}/webhooks/maac",
-                        webhook_delay_s=0.2, seed=7)
+                        webhook_delay_s=0.2, seed=7, air_outbound=air_outbound)
     box.start()
     yield box
+    asyncio.run_coroutine_threadsafe(air_outbound.stop(), box.loop).result(10)
     box.stop()
 
 
