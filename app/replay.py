@@ -204,7 +204,8 @@ async def redrive(bootstrap, topic: str, chosen: list[dict[str, Any]]) -> int:
                            for k, v in record.get("headers") or []]
                 await producer.send(record["topic"], value=value, key=key, headers=headers)
             else:
-                delivery = {**record["delivery"], "attempt": 0, "not_before": 0.0}
+                delivery = {**record["delivery"], "attempt": 0, "not_before": 0.0,
+                            "redrive": True}
                 await producer.send(f"deliveries.{delivery['destination']}",
                                     value=orjson.dumps(delivery),
                                     key=(delivery.get("customer_key") or "").encode())

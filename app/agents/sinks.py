@@ -31,6 +31,10 @@ from app.pipeline import delivery_dead_letter, event_age_s, next_attempt
 
 PARKED_REASON = "behind_earlier_retry"
 IN_LANE = "in_retry_lane"  # ledger status while the retry lane owns a delivery
+# Written (and flushed) before a request is made. Found again after a restart it means the
+# worker died with the request in flight: whether the destination got it is unknown.
+SENDING = "sending"
+AMBIGUOUS = "ambiguous_after_crash"
 
 
 class Settler:
@@ -70,7 +74,8 @@ class Settler:
             bind_event(event)
             done = self.ledger.get(delivery["delivery_id"])
             status = (done or {}).get("status")
-            if delivery["delivery_id"] in event_of or status in TERMINAL:
+            settled = status in TERMINAL or (status == AMBIGUOUS and not delivery.get("redrive"))
+            if delivery["delivery_id"] in event_of or settled:
                 metrics.LEDGER_HITS.labels(dest).inc()
                 if in_lane:
                     self._lane_add(delivery, -1)
@@ -78,6 +83,10 @@ class Settler:
                                  delivery_id=delivery["delivery_id"], event_id=delivery["event_id"])
                 continue
             event_of[delivery["delivery_id"]] = event
+            if status == SENDING and not self._idempotent(delivery):
+                # Never risk messaging a person twice: an operator decides (relay dlq redrive).
+                await self.finish(Outcome(delivery, "failed", AMBIGUOUS), in_lane)
+                continue
             # A copy of an item the lane holds (a replay) parks behind it rather than being
             # dropped: the lane skips it if the first copy ends, and delivers it if that copy
             # was lost in a crash.
@@ -87,6 +96,10 @@ class Settler:
             todo.append(delivery)
         if not todo:
             return []
+        for delivery in todo:
+            bind_event(event_of[delivery["delivery_id"]])
+            self.ledger[delivery["delivery_id"]] = {"status": SENDING, "at": time.time()}
+        await relay.app.producer.flush()
         metrics.BATCH_SIZE.labels(dest).observe(len(todo))
         results = await self.deliverer.deliver(todo)
         metrics.BREAKER_STATE.labels(dest).set(
@@ -98,6 +111,10 @@ class Settler:
         # leaves the smallest possible window for a repeat.
         await relay.app.producer.flush()
         return results
+
+    def _idempotent(self, delivery: dict) -> bool:
+        action = self.deliverer.destination.actions.get(delivery.get("action", ""))
+        return bool(action and action.idempotent)
 
     async def park(self, delivery: dict) -> None:
         self._lane_add(delivery, +1)
@@ -112,10 +129,10 @@ class Settler:
         relay, dest = self.relay, self.dest
         delivery, status = outcome.delivery, outcome.status
         if status == "retry":
+            self.ledger[outcome.delivery_id] = {"status": IN_LANE, "at": time.time()}
             if in_lane:
                 return  # the lane retries its head in place (see retry agent)
             self._lane_add(delivery, +1)
-            self.ledger[outcome.delivery_id] = {"status": IN_LANE, "at": time.time()}
             metrics.RETRIES.labels(dest, "topic").inc()
             await relay.send(f"deliveries.retry.{dest}", delivery.get("customer_key"),
                              next_attempt(delivery, relay.settings, outcome.reason,
@@ -139,7 +156,9 @@ class Settler:
                 outcome.detail))
         if in_lane:
             self._lane_add(delivery, -1)
-        self.ledger[outcome.delivery_id] = {"status": status, "at": time.time()}
+        # An ambiguous item stays settled for replays; only `relay dlq redrive` sends it again.
+        ledger_status = AMBIGUOUS if outcome.reason == AMBIGUOUS else status
+        self.ledger[outcome.delivery_id] = {"status": ledger_status, "at": time.time()}
         metrics.OUTCOMES.labels(dest, delivery["action"], status).inc()
         age = event_age_s(delivery.get("envelope") or {})
         if status == "delivered" and age is not None:

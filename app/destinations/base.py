@@ -137,6 +137,10 @@ class Action:
     max_batch: int = 1  # deliveries per request
     max_weight: int | None = None  # e.g. array slots or bytes per request, with `weight`
     limit: str = "default"  # rate-limit bucket
+    # Safe to send again when a crash leaves its outcome unknown: setting the same attributes,
+    # or the destination recognises a repeat (AIR's walletTransaction.reference). Anything that
+    # messages a person or counts an event must leave this False.
+    idempotent: bool = False
 
     def weight(self, item: Any) -> int:
         """How much of `max_weight` one prepared item uses (objects, bytes)."""
