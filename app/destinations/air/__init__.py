@@ -59,6 +59,7 @@ def sign(config, request: HttpRequest, body: bytes) -> dict[str, str]:
 
 class Trigger(Action):
     name = "trigger"
+    idempotent = True
     max_batch = 1
     limit = "default"
 

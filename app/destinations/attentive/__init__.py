@@ -93,6 +93,7 @@ class Subscribe(_Single):
     """
 
     name = "subscribe"
+    idempotent = True
     limit = "subscribe"
     path = "/subscriptions"
     eligible_means_subscribed = True
@@ -168,6 +169,7 @@ class Subscribe(_Single):
 
 class Unsubscribe(_Single):
     name = "unsubscribe"
+    idempotent = True
     limit = "unsubscribe"
     path = "/subscriptions/unsubscribe"
 
@@ -221,6 +223,7 @@ class CustomEvent(_Single):
 
 class CustomAttributes(_Single):
     name = "custom_attributes"
+    idempotent = True
     limit = "default"
     path = "/attributes/custom"
 

@@ -130,6 +130,7 @@ class _Track(Action):
 
 class TrackAttributes(_Track):
     name = "track_attributes"
+    idempotent = True
     array = "attributes"
 
     def prepare(self, delivery, config):

@@ -34,6 +34,7 @@ OFFERS_PATH = "/offers/api/2.0/offers/get_user_offers"
 
 class Tag(Action):
     name = "tag"
+    idempotent = True
     max_batch = 1
     limit = "default"
 
