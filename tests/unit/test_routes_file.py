@@ -76,7 +76,7 @@ SAMPLES = [
      {("maac", "push")}),
     (envelope("line.opened", "maac", payload={"message_id": 5}), {("insider", "upsert")}),
     (envelope("audience.entered", "audience", payload={
-        "audience": {"id": "aud-late-delivery"}, "audience_id": "aud-late-delivery"}),
+        "audience": {"id": "seg-late-delivery"}, "audience_id": "seg-late-delivery"}),
      {("air", "trigger")}),
     (envelope("audience.entered", "audience", payload={
         "audience_id": "seg-vip-shoppers", "platform": "braze", "tag": "x"}),
