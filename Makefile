@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint bench chaos sandbox clean
+.PHONY: install run test test-unit lint bench chaos sandbox clean promtool up down
+
+COMPOSE ?= docker compose
+COMPOSE_FILE := deploy/compose/docker-compose.yml
 
 install: $(STAMP)
 
@@ -17,8 +20,24 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/relay run
 
-test: install
+test: install promtool
 	$(BIN)/python -m pytest -q
+
+# promtool (Debian's prometheus package) checks and unit-tests deploy/prometheus/alerts.yml.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing promtool (apt-get install prometheus)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool missing and not root: the promtool tests will skip"; fi; }
+
+# The relay next to a real Kafka with Prometheus, Grafana and the sandbox (deploy/compose/).
+up:
+	COMPOSE_PROFILES=sandbox $(COMPOSE) -f $(COMPOSE_FILE) up -d --build
+
+down:
+	COMPOSE_PROFILES=sandbox $(COMPOSE) -f $(COMPOSE_FILE) down -v
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
