@@ -48,6 +48,9 @@ lint: install
 bench: install
 	$(BIN)/relay bench
 
+chaos: install
+	$(BIN)/relay chaos
+
 sandbox: install
 	$(BIN)/relay sandbox
 

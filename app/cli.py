@@ -174,6 +174,36 @@ def cmd_dlq(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from app.bench import cmd_bench as run_bench
+
+    try:
+        return run_bench(args)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        return fail(str(exc), 1)
+
+
+def cmd_chaos(args) -> int:
+    from app import logs
+    from app.chaos import ChaosConfig, run_chaos
+
+    settings = load_settings()
+    logs.configure("warning")
+    cfg = ChaosConfig(events=args.events, kills=args.kills, outage_s=args.outage,
+                      fault_rate=args.fault_rate, replay=not args.no_replay)
+    if args.quick:
+        cfg.events, cfg.kills, cfg.outage_s = min(cfg.events, 800), min(cfg.kills, 1), 5.0
+    result = asyncio.run(run_chaos(settings, cfg, say=lambda m: print(f"# {m}", flush=True)))
+    for name, value in result.items():
+        if not name.startswith("_"):
+            print(f"{name}: {value}")
+    if result["lost"] or result["duplicates"]:
+        print(f"# lost examples: {result['_lost_examples']}")
+        print(f"# duplicate examples: {result['_duplicate_examples']}")
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="Loyalty Relay")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--reason", default=None, help="only reasons starting with this")
     dlq.add_argument("--dry-run", action="store_true")
     dlq.set_defaults(func=cmd_dlq)
+
+    bench = sub.add_parser("bench", help="the benchmark; prints `name: value` lines")
+    from app.bench_args import add_arguments as bench_arguments
+
+    bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+
+    chaos = sub.add_parser("chaos", help="prove nothing is lost or sent twice under failures")
+    chaos.add_argument("--events", type=int, default=10_000)
+    chaos.add_argument("--kills", type=int, default=2, help="SIGKILLs of the worker mid-stream")
+    chaos.add_argument("--outage", type=float, default=60.0, help="seconds one destination is down")
+    chaos.add_argument("--fault-rate", type=float, default=0.3)
+    chaos.add_argument("--no-replay", action="store_true")
+    chaos.add_argument("--quick", action="store_true", help="the short form run by make test")
+    chaos.set_defaults(func=cmd_chaos)
 
     topics = sub.add_parser("topics", help="create or describe the catalog's topics")
     topics.add_argument("action", choices=("create", "describe"))

@@ -9,6 +9,7 @@ are append times on the embedded broker, and not what an operator means).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class ReplaySummary:
     sent: int = 0
     unreadable: int = 0
     planned: Counter = field(default_factory=Counter)
+    origins: list[str] = field(default_factory=list)  # where the re-published records landed
 
     def lines(self, dry_run: bool) -> list[str]:
         out = [f"read: {self.read}", f"selected: {self.selected}",
@@ -95,6 +97,7 @@ async def replay(settings: Settings, bootstrap, topic: str, from_offset: int | N
         raise ValueError(f"{topic} is not an ingress topic ({', '.join(sorted(TOPIC_SOURCES))})")
     rules = load_rules(settings.routes_file) if dry_run else []
     summary = ReplaySummary()
+    pending: list[asyncio.Future] = []
     replay_id = uuid.uuid4().hex[:12]
     producer = None if dry_run else AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     if producer:
@@ -132,11 +135,13 @@ async def replay(settings: Settings, bootstrap, topic: str, from_offset: int | N
                 out_headers = [(k, v) for k, v in (message.headers or []) if k != RESEND_HEADER]
                 if resend:
                     out_headers.append((RESEND_HEADER, replay_id.encode()))
-                await producer.send(topic, value=message.value, key=message.key,
-                                    headers=out_headers)
+                pending.append(await producer.send(topic, value=message.value, key=message.key,
+                                                   headers=out_headers))
                 summary.sent += 1
         if producer:
             await producer.flush()
+            metas = await asyncio.gather(*pending)
+            summary.origins = [f"{m.topic}/{m.partition}/{m.offset}" for m in metas]
     finally:
         if producer:
             await producer.stop()
