@@ -109,3 +109,14 @@ def test_live_view_reads_lag_retry_depth_and_dlq_from_metrics():
     assert [c.header for c in table.columns][:6] == ["destination", "sent", "delivered",
                                                      "failed", "in_retry", "dlq"]
     assert table.columns[4]._cells == ["3"] and table.columns[5]._cells == ["3"]
+
+
+def test_group_instance_id_reaches_the_consumer_config():
+    from app.config import load_settings
+    from app.worker import create_app
+
+    broker = {"BROKER_URL": "kafka://127.0.0.1:9092"}
+    static = create_app(load_settings({**broker, "GROUP_INSTANCE_ID": "loyalty-relay-0"}))
+    assert static.conf.consumer_group_instance_id == "loyalty-relay-0"
+    dynamic = create_app(load_settings(broker))
+    assert not dynamic.conf.consumer_group_instance_id

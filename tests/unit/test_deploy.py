@@ -214,8 +214,9 @@ REQUIRED_ALERTS = {"RelayConsumerLagGrowing", "RelayEventAgeOverSLO", "RelayDead
 
 
 def declared_metric_names() -> set[str]:
-    import app.agents.ops  # noqa: F401  (the module registers nothing itself, but imports metrics)
     from prometheus_client import REGISTRY
+
+    import app.metrics  # noqa: F401  (registers the relay's metrics)
 
     names = set()
     for collector in list(REGISTRY._collector_to_names):
