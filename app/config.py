@@ -63,6 +63,7 @@ class Settings:
     breaker_cooldown_s: float = 30.0
     emit_outcomes: bool = True
     group_instance_id: str = ""
+    faust_metrics: bool = False
     destinations: Mapping[str, DestinationConfig] = field(default_factory=dict)
 
     def destination(self, name: str) -> DestinationConfig:
@@ -213,6 +214,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         breaker_cooldown_s=_float(env, "BREAKER_COOLDOWN_S", 30.0, 0.1, 3600.0),
         emit_outcomes=_bool(env, "EMIT_OUTCOMES", True),
         group_instance_id=env.get("GROUP_INSTANCE_ID", "").strip(),
+        faust_metrics=_bool(env, "FAUST_METRICS", False),
         destinations=load_destinations(env),
     )
 

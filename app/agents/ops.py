@@ -15,8 +15,10 @@ Lag is measured by this worker for the catalog topic-partitions assigned to it, 
   bound). Timestamps are the records' Kafka timestamps (CreateTime, or append time on brokers
   that rewrite them, such as the embedded one).
 
-Faust's own Prometheus monitor (`faust_*` metrics: messages in/out, table operations, commit and
-send latency, assignments) is installed on the same registry, so `/metrics` serves both.
+With `FAUST_METRICS=true`, Faust's own Prometheus monitor (`faust_*` metrics: messages in/out,
+table operations, commit and send latency, assignments) is installed on the same registry, so
+`/metrics` serves both. It is off by default: it costs about 50 us per record per agent on this
+machine (several locked counter updates per message), against under 1 us for this module's sensor.
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ class LagMeter:
 
 def install(relay: Relay) -> None:
     app = relay.app
-    _install_faust_monitor(app)
+    if relay.settings.faust_metrics:
+        _install_faust_monitor(app)
     sensor = OpsSensor()
     app.sensors.add(sensor)
     meter = LagMeter(relay, sensor)

@@ -92,8 +92,10 @@ def declared(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def worker(broker, sandbox, worker_port, tmp_path_factory):
-    """One worker at debug level (the most log lines to scan), with a short breaker cool-down."""
-    env = base_env(broker.url, sandbox.credentials(), LOG_LEVEL="debug", BREAKER_COOLDOWN_S="3")
+    """One worker at debug level (the most log lines to scan), with a short breaker cool-down and
+    Faust's own Prometheus monitor on."""
+    env = base_env(broker.url, sandbox.credentials(), LOG_LEVEL="debug", BREAKER_COOLDOWN_S="3",
+                   FAUST_METRICS="true")
     proc = WorkerProcess(env, str(tmp_path_factory.mktemp("ops-worker")), web_port=worker_port)
     proc.start()
     try:
