@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from app import metrics
+from app import logs, metrics
 from app.agents.context import Relay, bind_event
 from app.config import DESTINATIONS
 from app.delivery.core import PAUSED, TERMINAL, Deliverer, Outcome
@@ -101,6 +101,7 @@ class Settler:
             self.ledger[delivery["delivery_id"]] = {"status": SENDING, "at": time.time()}
         await relay.app.producer.flush()
         metrics.BATCH_SIZE.labels(dest).observe(len(todo))
+        logs.bind_event(None, destination=dest, batch_size=len(todo))
         results = await self.deliverer.deliver(todo)
         metrics.BREAKER_STATE.labels(dest).set(
             metrics.BREAKER_CODES.get(self.deliverer.breaker.state, 0))
@@ -128,6 +129,7 @@ class Settler:
     async def record(self, outcome: Outcome, in_lane: bool) -> None:
         relay, dest = self.relay, self.dest
         delivery, status = outcome.delivery, outcome.status
+        logs.bind_event(delivery.get("envelope"), delivery_id=outcome.delivery_id, destination=dest)
         if status == "retry":
             self.ledger[outcome.delivery_id] = {"status": IN_LANE, "at": time.time()}
             if in_lane:
@@ -172,6 +174,8 @@ class Settler:
     async def work_lane_item(self, event, delivery: dict) -> None:
         """Retry the head of the lane in place until it ends, keeping the customer's order."""
         settings = self.relay.settings
+        logs.bind_event(delivery.get("envelope"), delivery_id=delivery.get("delivery_id"),
+                        destination=self.dest)
         while True:
             wait = float(delivery.get("not_before", 0)) - time.time()
             if wait > 0:
