@@ -58,8 +58,6 @@ def test_push_without_event_id_omits_it():
 
 
 @pytest.mark.parametrize("env,params", [
-    (envelope(uid=None), {}),
-    (envelope(uid="not-a-uid"), {}),
     (envelope(template_id=None), {}),
     (envelope(template_id="abc"), {}),
     (envelope(), {"variables": {"hero_image": "https://cdn.test/a.gif"}}),
@@ -71,9 +69,19 @@ def test_push_invalid(env, params):
         prep(params, env)
 
 
-def test_no_line_uid_reason_is_stable():
-    with pytest.raises(ItemInvalid, match="no LINE uid"):
-        prep({}, envelope(uid=None))
+@pytest.mark.parametrize("uid,reason", [(None, "no LINE uid"), ("not-a-uid", "LINE uid malformed")])
+async def test_no_or_bad_line_uid_is_unreachable_without_a_request(uid, reason):
+    calls = []
+
+    async def send(req, *ids):
+        calls.append(req)
+        return Reply(200, {}, {"id": 1, "result": "success"})
+
+    for action in (PUSH, MULTI):
+        item = prep({}, envelope(uid=uid), action)
+        (result,) = await action.perform(send, [item], CONFIG)
+        assert (result.status, result.reason) == ("unreachable", reason)
+    assert calls == []
 
 
 def test_valid_image_variables_pass():
@@ -118,7 +126,7 @@ async def test_push_with_event_name_uses_topic_cache():
     del env["payload"]["maac_event_id"]
     calls = []
 
-    async def send(req):
+    async def send(req, *ids):
         calls.append((req.method, req.path))
         if req.path == maac.EVENT_PATH and req.method == "GET":
             return Reply(200, {}, {"results": [{"id": 9, "name": "other"}], "next": None})
@@ -139,12 +147,12 @@ async def test_push_with_event_name_uses_topic_cache():
 async def test_ensure_topic_finds_existing_and_reports_failure():
     maac._TOPIC_CACHE.clear()
 
-    async def found(req):
+    async def found(req, *ids):
         return Reply(200, {}, [{"id": 7, "name": "t"}])
 
     assert await maac.ensure_topic(found, CONFIG, "t") == 7
 
-    async def down(req):
+    async def down(req, *ids):
         return Reply(503, {}, None)
 
     with pytest.raises(maac.TopicUnavailable) as err:
@@ -172,7 +180,7 @@ async def test_multicast_polls_and_maps_fail_info():
                 "details": [{"message": "blocked", "property": "to"}]}}]}}])
     calls = []
 
-    async def send(req):
+    async def send(req, *ids):
         calls.append(req.method)
         if req.method == "POST":
             return Reply(200, {}, {"id": 900, "result": "pending"})
@@ -189,7 +197,7 @@ async def test_multicast_polls_and_maps_fail_info():
 async def test_multicast_gives_up_polling_without_resending():
     calls = []
 
-    async def send(req):
+    async def send(req, *ids):
         calls.append(req.method)
         if req.method == "POST":
             return Reply(200, {}, {"id": 5, "result": "pending"})
@@ -201,8 +209,68 @@ async def test_multicast_gives_up_polling_without_resending():
 
 
 async def test_multicast_rejected_request_classified():
-    async def send(req):
+    async def send(req, *ids):
         return Reply(429, {"Retry-After": "2"}, {"detail": "slow down"})
 
     results = await MULTI.perform(send, [prep({}, envelope(), MULTI)] * 2, CONFIG)
     assert [r.status for r in results] == ["retry", "retry"] and results[0].retry_after_s == 2
+
+
+def _ok_push(calls):
+    async def send(req, *ids):
+        calls.append((req, list(ids[0]) if ids else None))
+        if req.path == maac.MULTICAST_PATH:
+            return Reply(200, {}, {"id": 77, "result": "pending"})
+        if req.method == "GET":
+            return Reply(200, {}, {"status": "sent", "result": {"fail_info": [
+                {"line_uid": UID2, "mark": "x", "response": {"message": "blocked"}}]}})
+        return Reply(200, {}, {"id": 1, "result": "success"})
+    return send
+
+
+def _uids(n):
+    return [f"U{i:032x}" for i in range(n)]
+
+
+async def test_push_group_below_threshold_goes_as_single_pushes_traced_per_request():
+    calls = []
+    items = [PUSH.prepare({**delivery({}, envelope(uid)), "delivery_id": f"d{i}"}, CONFIG)
+             for i, uid in enumerate(_uids(3))]
+    results = await PUSH.perform(_ok_push(calls), items, CONFIG)
+    assert [r.status for r in results] == ["delivered"] * 3
+    assert {c[0].path for c in calls} == {maac.PUSH_PATH}
+    assert sorted(c[1] for c in calls) == [["d0"], ["d1"], ["d2"]]
+
+
+async def test_push_group_at_threshold_goes_as_one_multicast_with_per_user_failures():
+    config = DestinationConfig("http://maac.test", "tok",
+                               {"poll_interval_s": "0", "poll_max": "3", "multicast_min": "4"})
+    uids = [*_uids(3), UID2]
+    deliveries = [{**delivery({}, envelope(uid)), "delivery_id": f"d{i}"}
+                  for i, uid in enumerate(uids)]
+    deliveries.append({**delivery({}, envelope(None)), "delivery_id": "nouid"})
+    assert len({PUSH.batch_key(d) for d in deliveries[:4]}) == 1
+    items = [PUSH.prepare(d, config) for d in deliveries]
+    calls = []
+    results = await PUSH.perform(_ok_push(calls), items, config)
+    assert [r.status for r in results] == ["delivered"] * 3 + ["unreachable", "unreachable"]
+    assert results[3].reason == "blocked" and results[4].reason == "no LINE uid"
+    posts = [c for c in calls if c[0].method == "POST"]
+    assert len(posts) == 1 and posts[0][0].path == maac.MULTICAST_PATH
+    assert posts[0][1] == ["d0", "d1", "d2", "d3"]  # the uid-less item is not in the request
+    assert maac.RECENT_EVENTS.get(55)
+
+
+def test_push_batches_by_template_and_event_up_to_150():
+    assert PUSH.max_batch == 150
+    assert PUSH.batch_key(delivery({}, envelope())) != PUSH.batch_key(
+        delivery({}, envelope(template_id=999)))
+
+
+def test_event_id_of_reads_params_payload_and_topic_cache():
+    assert maac.event_id_of(delivery({}, envelope())) == 55
+    env = envelope()
+    del env["payload"]["maac_event_id"]
+    maac._TOPIC_CACHE[("http://maac.test", "cart")] = 12
+    assert maac.event_id_of(delivery({"event_name": "cart"}, env), "http://maac.test") == 12
+    assert maac.event_id_of(delivery({}, env)) is None

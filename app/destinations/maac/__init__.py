@@ -2,12 +2,19 @@
 
 Actions and the params they read (strings `"$.a.b"` are envelope paths):
 
-- ``push`` (one user per call): ``template_id`` (int; default ``$.payload.template_id``),
+- ``push``: ``template_id`` (int; default ``$.payload.template_id``),
   ``event_id`` (int, optional; default ``$.payload.maac_event_id``) or ``event_name`` (a message
   topic looked up or created with `ensure_topic`), ``variables`` (a mapping, or a path to one,
-  merged over ``payload.variables``). The LINE uid comes from identities.line_uid; without one
-  `prepare` raises ``ItemInvalid("no LINE uid")``, which the sink records and reports as
-  ``line.unreachable`` feedback (the item can never be sent on this channel).
+  merged over ``payload.variables``). The LINE uid comes from identities.line_uid (the route
+  stage enriches identities from the identity graph). Without one, or with a malformed one, the
+  item is "unreachable" without any request: never retried, and the feedback stage reports it to
+  Insider as ``line.unreachable``.
+  **Single push or multicast.** `push` batches by template id + event id (the same key as
+  ``multicast``, up to 150 per group). When a group the sink took at once holds at least
+  ``config.extra["multicast_min"]`` (default `MULTICAST_MIN`) sendable users, `perform` sends it as
+  one multicast and polls its status; smaller groups go as single pushes (concurrently, each
+  drawing from the push rate limit). So a journey that fires for many customers at once costs a
+  few multicast calls, and a trickle of triggers keeps the low latency of single pushes.
 - ``multicast`` (up to 150 users per call, batched by template id + event id): same params;
   `perform` posts the multicast, then polls its status and maps ``fail_info[].line_uid`` back to
   the items as "unreachable". Poll pacing: ``config.extra["poll_interval_s"]`` (default 0.5) and
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -42,6 +50,7 @@ PUSH_PATH = "/openapi/v1/direct_message/push/"
 MULTICAST_PATH = "/openapi/v1/direct_message/multicast/"
 EVENT_PATH = "/openapi/v1/event/"
 MAX_MULTICAST = 150
+MULTICAST_MIN = 10
 # LINE user ids are "U" + 32 hex digits; accept any 33-character alphanumeric id starting with U
 # (the contract only promises 33 characters; the sandbox uses readable ones).
 LINE_UID = re.compile(r"^U[0-9A-Za-z]{32}$")
@@ -107,10 +116,11 @@ def _message(delivery: Mapping[str, Any]) -> dict[str, Any]:
     """Template, topic and per-user data of one delivery (shared by push and multicast)."""
     envelope, params = delivery["envelope"], delivery.get("params") or {}
     uid = (envelope.get("identities") or {}).get("line_uid")
-    if not uid:
-        raise ItemInvalid("no LINE uid")
-    if not LINE_UID.match(str(uid)):
-        raise ItemInvalid("LINE uid malformed")
+    unreachable = "no LINE uid" if not uid else (
+        "LINE uid malformed" if not LINE_UID.match(str(uid)) else None)
+    if unreachable:
+        return {"unreachable": unreachable, "delivery_id": delivery.get("delivery_id"),
+                "template_id": None, "event_id": None, "event_name": None, "data": {}}
     template_id = _int(resolve(params.get("template_id", "$.payload.template_id"), envelope),
                        "template_id")
     if template_id is None:
@@ -132,7 +142,65 @@ def _message(delivery: Mapping[str, Any]) -> dict[str, Any]:
     check_images(data)
     return {"template_id": template_id, "event_id": event_id,
             "event_name": str(event_name) if event_name else None,
+            "delivery_id": delivery.get("delivery_id"),
             "data": {"line_uid": str(uid), **data}}
+
+
+def group_key(delivery: Mapping[str, Any]) -> str:
+    """Template id + event id (or topic name): deliveries that may share a multicast."""
+    envelope, params = delivery["envelope"], delivery.get("params") or {}
+    template = resolve(params.get("template_id", "$.payload.template_id"), envelope)
+    event = resolve(params.get("event_id", "$.payload.maac_event_id"), envelope)
+    if event in (None, ""):
+        event = "name:" + str(resolve(params.get("event_name"), envelope) or "")
+    return f"{template}:{event}"
+
+
+def event_id_of(delivery: Mapping[str, Any], base_url: str = "") -> int | None:
+    """The MAAC event id a delivery was sent with (a topic name through the cache), if any."""
+    envelope, params = delivery.get("envelope") or {}, delivery.get("params") or {}
+    try:
+        event_id = _int(resolve(params.get("event_id", "$.payload.maac_event_id"), envelope),
+                        "event_id")
+    except ItemInvalid:
+        return None
+    if event_id is None:
+        name = resolve(params.get("event_name"), envelope)
+        event_id = _TOPIC_CACHE.get((base_url, str(name))) if name else None
+    return event_id
+
+
+# MAAC event id -> when this process last sent with it (the topic-report poller's work list).
+RECENT_EVENTS: dict[int, float] = {}
+RECENT_MAX = 1000  # MAAC allows 1,000 topics per account
+
+
+def _used(event_id: int | None) -> None:
+    if event_id is None:
+        return
+    RECENT_EVENTS.pop(event_id, None)
+    RECENT_EVENTS[event_id] = time.time()
+    while len(RECENT_EVENTS) > RECENT_MAX:
+        RECENT_EVENTS.pop(next(iter(RECENT_EVENTS)))
+
+
+async def _send(send: Send, request: HttpRequest, items: Sequence[Any]) -> Reply:
+    """Send a request carrying `items`; in sandbox mode only their delivery ids are traced.
+
+    The delivery core's `send(request, relay_ids)` defaults to every delivery of the chunk; a
+    chunk split into several requests names the deliveries of each one."""
+    ids = [item["delivery_id"] for item in items if item.get("delivery_id")]
+    return await send(request, ids) if ids else await send(request)
+
+
+def _split_unreachable(items: Sequence[Any]) -> tuple[list[int], dict[int, ItemResult]]:
+    sendable, results = [], {}
+    for index, item in enumerate(items):
+        if item.get("unreachable"):
+            results[index] = ItemResult("unreachable", item["unreachable"], 0)
+        else:
+            sendable.append(index)
+    return sendable, results
 
 
 _TOPIC_CACHE: dict[tuple[str, str], int] = {}
@@ -183,12 +251,25 @@ async def _resolve_topics(send: Send, items: Sequence[Any], config: Any) -> Item
     return None
 
 
+def _multicast_min(config: Any) -> int:
+    extra = getattr(config, "extra", {}) or {}
+    try:
+        return max(2, int(extra.get("multicast_min", MULTICAST_MIN)))
+    except (TypeError, ValueError):
+        return MULTICAST_MIN
+
+
 class Push(Action):
-    """Single push. A 200 is not a delivery: ``result`` says what LINE did."""
+    """Single push (or, for a large group of one template/topic, a multicast: see the module doc).
+
+    A 200 is not a delivery: ``result`` says what LINE did."""
 
     name = "push"
-    max_batch = 1
+    max_batch = MAX_MULTICAST
     limit = "push"
+
+    def batch_key(self, delivery) -> str:
+        return group_key(delivery)
 
     def prepare(self, delivery, config):
         return _message(delivery)
@@ -217,11 +298,23 @@ class Push(Action):
                                  detail=_redact(str(short(result))))
         return [outcome] * len(items)
 
+    async def _one(self, send: Send, item: Any, config: Any) -> ItemResult:
+        _used(item["event_id"])
+        reply = await _send(send, self.request([item], config), [item])
+        return self.interpret(reply, [item])[0]
+
     async def perform(self, send, items, config) -> list[ItemResult]:
-        failure = await _resolve_topics(send, items, config)
+        sendable, results = _split_unreachable(items)
+        todo = [items[i] for i in sendable]
+        failure = await _resolve_topics(send, todo, config)
         if failure is not None:
-            return [failure] * len(items)
-        return self.interpret(await send(self.request(items, config)), items)
+            results.update({i: failure for i in sendable})
+        elif len(todo) >= _multicast_min(config):
+            results.update(zip(sendable, await MULTICAST.perform(send, todo, config)))
+        elif todo:
+            answers = await asyncio.gather(*(self._one(send, item, config) for item in todo))
+            results.update(zip(sendable, answers))
+        return [results[i] for i in range(len(items))]
 
 
 class Multicast(Action):
@@ -235,12 +328,7 @@ class Multicast(Action):
     limit = "multicast"
 
     def batch_key(self, delivery) -> str:
-        envelope, params = delivery["envelope"], delivery.get("params") or {}
-        template = resolve(params.get("template_id", "$.payload.template_id"), envelope)
-        event = resolve(params.get("event_id", "$.payload.maac_event_id"), envelope)
-        if event in (None, ""):
-            event = "name:" + str(resolve(params.get("event_name"), envelope) or "")
-        return f"{template}:{event}"
+        return group_key(delivery)
 
     def prepare(self, delivery, config):
         return _message(delivery)
@@ -268,10 +356,19 @@ class Multicast(Action):
                 for item in items]
 
     async def perform(self, send, items, config) -> list[ItemResult]:
+        sendable, results = _split_unreachable(items)
+        todo = [items[i] for i in sendable]
+        if todo:
+            answers = await self._multicast(send, todo, config)
+            results.update(zip(sendable, answers))
+        return [results[i] for i in range(len(items))]
+
+    async def _multicast(self, send, items, config) -> list[ItemResult]:
         failure = await _resolve_topics(send, items, config)
         if failure is not None:
             return [failure] * len(items)
-        reply = await send(self.request(items, config))
+        _used(items[0]["event_id"])
+        reply = await _send(send, self.request(items, config), items)
         if not reply.ok:
             return [classify(reply)] * len(items)
         message_id = reply.body.get("id") if isinstance(reply.body, Mapping) else None
@@ -292,13 +389,16 @@ class Multicast(Action):
         return [ItemResult("delivered", "status_unknown", reply.status)] * len(items)
 
 
+MULTICAST = Multicast()
+
+
 def auth_headers(config) -> dict[str, str]:
     return {"Authorization": f"Bearer {config.token}"}
 
 
 DESTINATION = Destination(
     name="maac",
-    actions={"push": Push(), "multicast": Multicast()},
+    actions={"push": Push(), "multicast": MULTICAST},
     limits={"push": 170.0, "multicast": 10.0, "default": 10.0},
     auth_headers=auth_headers,
 )
