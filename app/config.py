@@ -47,6 +47,7 @@ class Settings:
     data_dir: str = "var/relay-data"
     routes_file: str = str(TOPICS_DIR / "routes.yaml")
     catalog_file: str = str(TOPICS_DIR / "catalog.yaml")
+    segments_file: str = str(TOPICS_DIR / "segments.yaml")
     log_level: str = "info"
     default_region: str = "TW"
     air_customer_identity: str = "CUSTOMER_ID"
@@ -64,6 +65,10 @@ class Settings:
     emit_outcomes: bool = True
     group_instance_id: str = ""
     faust_metrics: bool = False
+    wallet_cache_s: float = 30.0
+    wallet_concurrency: int = 8
+    wallet_timeout_s: float = 2.0
+    wallet_fallback: str = "send"
     destinations: Mapping[str, DestinationConfig] = field(default_factory=dict)
 
     def destination(self, name: str) -> DestinationConfig:
@@ -187,6 +192,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     region = env.get("DEFAULT_REGION", "TW").strip().upper() or "TW"
     if len(region) != 2 or not region.isalpha():
         raise ConfigError(f"DEFAULT_REGION must be a two-letter country code, got {region!r}")
+    segments_file = _file("SEGMENTS_FILE", env.get("SEGMENTS_FILE", "") or Settings.segments_file)
+    from app.destinations.sessionm.segments import load_segments
+
+    load_segments(segments_file)  # ConfigError naming the segment when it is wrong
+    wallet_fallback = env.get("WALLET_FALLBACK", "send").strip().lower() or "send"
+    if wallet_fallback not in {"send", "retry"}:
+        raise ConfigError(f"WALLET_FALLBACK must be send or retry, got {wallet_fallback!r}")
+    destinations = load_destinations(env)
+    destinations["sessionm"] = replace(destinations["sessionm"], extra={
+        **destinations["sessionm"].extra, "segments_file": segments_file})
     return Settings(
         broker_url=broker,
         app_id=env.get("APP_ID", "loyalty-relay").strip() or "loyalty-relay",
@@ -215,7 +230,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         emit_outcomes=_bool(env, "EMIT_OUTCOMES", True),
         group_instance_id=env.get("GROUP_INSTANCE_ID", "").strip(),
         faust_metrics=_bool(env, "FAUST_METRICS", False),
-        destinations=load_destinations(env),
+        segments_file=segments_file,
+        wallet_cache_s=_float(env, "WALLET_CACHE_S", 30.0, 0.0, 3600.0),
+        wallet_concurrency=_int(env, "WALLET_CONCURRENCY", 8, 1, 256),
+        wallet_timeout_s=_float(env, "WALLET_TIMEOUT_S", 2.0, 0.1, 60.0),
+        wallet_fallback=wallet_fallback,
+        destinations=destinations,
     )
 
 

@@ -113,7 +113,7 @@ def test_reward_reaches_braze_and_insider():
 
 def test_audience_entered_triggers_air_with_the_event_id():
     out = inspect("audience", "braze_app_downloaded")
-    (delivery,) = out["deliveries"]
+    (delivery,) = [d for d in out["deliveries"] if d["destination"] == "air"]
     body = delivery["request"]["json"]
     assert delivery["route"] == "audience-app-downloaded-air"
     assert body == {"identityValue": "C100042", "triggers": [{"reference": "BA_APP_DOWNLOAD"}],

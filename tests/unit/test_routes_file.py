@@ -79,13 +79,13 @@ SAMPLES = [
         "audience": {"id": "seg-late-delivery"}, "audience_id": "seg-late-delivery"}),
      {("air", "trigger")}),
     (envelope("audience.entered", "audience", payload={
-        "audience_id": "seg-vip-shoppers", "platform": "braze", "tag": "x"}),
-     {("sessionm", "tag")}),
+        "audience_id": "seg-vip", "platform": "braze"}),
+     {("sessionm", "segment_tag")}),
     (envelope("sessionm.offer_issued", "sessionm", payload={"campaign_id": "c", "offer_id": "o"}),
      {("braze", "campaign_trigger")}),
     (envelope("sessionm.points_awarded", "sessionm", payload={"canvas_id": "v", "campaign_id": "c"}),
      {("braze", "canvas_trigger")}),
-    (envelope("loyalty_action.points_earned", "annex", payload={"action": "points_earned"}),
+    (envelope("loyalty_action.points_earned", "annex", payload={"action_type": "points_earned"}),
      {("attentive", "custom_event")}),
     (envelope("membership.subscribed", "annex"), {("attentive", "subscribe")}),
 ]

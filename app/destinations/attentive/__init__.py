@@ -12,6 +12,11 @@ Actions and the params they read (strings `"$.a.b"` are envelope paths):
   ``externalEventId`` = event id, ``occurredAt`` = occurred_at. Events older than 12 h are
   skipped ("older_than_12h") without a call: they would not trigger journeys any more.
 - ``custom_attributes``: ``properties`` {name: spec} (flat).
+- ``text``: ``template`` (text with ``{name}`` placeholders) and ``variables`` {name: spec};
+  ``POST /text/send`` with ``{"user": {"phone"}, "text"}`` (the contract gives no body schema:
+  unconfirmed). Texts only a phone whose TEXT subscription is active (eligibility check first,
+  else "skipped" / "not_subscribed") and skips actions older than 12 h ("older_than_12h"). A
+  missing variable is ItemInvalid naming the variable.
 
 The user is ``{phone (E.164), email, externalIdentifiers.clientUserId = customer_id}``; a phone
 that is not E.164 is ItemInvalid, and a phone or e-mail is required.
@@ -20,6 +25,7 @@ that is not E.164 is ItemInvalid, and a phone or e-mail is required.
 from __future__ import annotations
 
 import re
+import string
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -187,6 +193,13 @@ class Unsubscribe(_Single):
         return {"body": body}
 
 
+def _occurred(envelope: Mapping[str, Any]) -> float:
+    try:
+        return parse_time(envelope.get("occurred_at")).timestamp()
+    except Rejected:
+        raise ItemInvalid("occurred_at missing or invalid") from None
+
+
 class CustomEvent(_Single):
     name = "custom_event"
     limit = "default"
@@ -200,10 +213,7 @@ class CustomEvent(_Single):
             raise ItemInvalid("custom event type missing")
         if FORBIDDEN_TYPE_CHARS & set(event_type):
             raise ItemInvalid("custom event type contains a forbidden character")
-        try:
-            occurred = parse_time(envelope.get("occurred_at")).timestamp()
-        except Rejected:
-            raise ItemInvalid("occurred_at missing or invalid") from None
+        occurred = _occurred(envelope)
         body = {"type": event_type, "user": _user(envelope),
                 "properties": _properties(params, envelope),
                 "externalEventId": envelope.get("event_id"),
@@ -215,6 +225,58 @@ class CustomEvent(_Single):
         for item in items:
             if self.clock() - item["occurred"] > MAX_EVENT_AGE_S:
                 results.append(ItemResult("skipped", "older_than_12h"))
+                continue
+            reply = await send(self.request([item], config))
+            results.extend(self.interpret(reply, [item]))
+        return results
+
+
+class Text(_Single):
+    """A text message from a template, to a TEXT subscriber only. Messages a person: never
+    idempotent, so a crash mid-send goes to the operator, not out again."""
+
+    name = "text"
+    limit = "default"
+    path = "/text/send"
+    clock = staticmethod(time.time)
+    checker = Subscribe()
+    MAX_CHARS = 1600
+
+    def prepare(self, delivery, config):
+        envelope, params = delivery["envelope"], delivery.get("params") or {}
+        template = params.get("template")
+        if not isinstance(template, str) or not template.strip():
+            raise ItemInvalid("text template missing")
+        user = _user(envelope, with_client_id=False)
+        if "phone" not in user:
+            raise ItemInvalid("no phone for a text message")
+        variables = _properties({"properties": params.get("variables") or {}}, envelope)
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        except ValueError:
+            raise ItemInvalid("text template is malformed") from None
+        for name in sorted(names):
+            if name not in variables:
+                raise ItemInvalid(f"template variable {name!r} missing")
+        text = template.format_map(variables)
+        if len(text) > self.MAX_CHARS:
+            raise ItemInvalid(f"text longer than {self.MAX_CHARS} characters")
+        return {"body": {"user": {"phone": user["phone"]}, "text": text},
+                "occurred": _occurred(envelope)}
+
+    async def perform(self, send, items, config) -> list[ItemResult]:
+        results = []
+        for item in items:
+            if self.clock() - item["occurred"] > MAX_EVENT_AGE_S:
+                results.append(ItemResult("skipped", "older_than_12h"))
+                continue
+            check = await send(HttpRequest("GET", "/subscriptions", params=item["body"]["user"],
+                                           limit="default"))
+            if not check.ok and check.status != 404:
+                results.append(classify(check))
+                continue
+            if "TEXT" not in (self.checker.subscribed_channels(check) if check.ok else set()):
+                results.append(ItemResult("skipped", "not_subscribed", check.status))
                 continue
             reply = await send(self.request([item], config))
             results.extend(self.interpret(reply, [item]))
@@ -241,7 +303,7 @@ def auth_headers(config) -> dict[str, str]:
     return {"Authorization": f"Bearer {config.token}"}
 
 
-ACTIONS: Sequence[Action] = (Subscribe(), Unsubscribe(), CustomEvent(), CustomAttributes())
+ACTIONS: Sequence[Action] = (Subscribe(), Unsubscribe(), CustomEvent(), CustomAttributes(), Text())
 
 DESTINATION = Destination(
     name="attentive",

@@ -13,7 +13,12 @@ Actions and the params they read (strings `"$.a.b"` are envelope paths):
 - ``campaign_trigger`` / ``canvas_trigger``: ``campaign_id`` / ``canvas_id``; optional
   ``properties`` {name: spec} (trigger_properties / canvas_entry_properties), ``attributes``,
   ``send_to_existing_only``, ``broadcast`` (bool or path; the payload flag ``payload.broadcast``
-  also counts).
+  also counts), ``with_wallet`` (read the live SessionM offer wallet first and add
+  ``wallet_offers``, ``wallet_offer_count``, ``wallet_available_points``, ``wallet_total_points``
+  and ``wallet_status`` to the properties; see `app.destinations.braze.wallet`),
+  ``wallet_fallback`` (``send``: send with ``wallet_status: "unavailable"``, or ``retry``: hold
+  the item; default ``WALLET_FALLBACK``), ``wallet_max_offers`` (default 10). The wallet is read
+  for SessionM user id = identities.sessionm_user_id, else customer_id; broadcasts get none.
 
 The user is named by ``external_id`` = identities.braze_external_id or customer_id; without one,
 by ``email``, then ``phone`` (tracking only: trigger recipients need an external id).
@@ -21,6 +26,7 @@ by ``email``, then ``phone`` (tracking only: trigger recipients need an external
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +42,7 @@ from app.destinations.base import (
     pack,
     short,
 )
+from app.destinations.braze import wallet as wallets
 from app.destinations.mapping import get_path, resolve, resolve_present
 
 MAX_OBJECTS = 75  # objects per array in one /users/track request
@@ -275,10 +282,62 @@ class _Trigger(Action):
             recipient["attributes"] = attributes
         if "send_to_existing_only" in params:
             recipient["send_to_existing_only"] = bool(params["send_to_existing_only"])
-        return {"target": target, "broadcast": False, "recipient": recipient}
+        item = {"target": target, "broadcast": False, "recipient": recipient}
+        if params.get("with_wallet") is True or str(params.get("with_wallet")).lower() == "true":
+            ids = envelope.get("identities") or {}
+            user = ids.get("sessionm_user_id") or ids.get("customer_id")
+            if not user:
+                raise ItemInvalid("with_wallet needs a SessionM user id or customer id")
+            fallback = params.get("wallet_fallback")
+            if fallback not in (None, "send", "retry"):
+                raise ItemInvalid("wallet_fallback must be send or retry")
+            try:
+                max_offers = int(params.get("wallet_max_offers", 10))
+            except (TypeError, ValueError):
+                raise ItemInvalid("wallet_max_offers must be a whole number") from None
+            item["wallet"] = {"user": str(user), "fallback": fallback, "max_offers": max_offers}
+        return item
 
     def _check_properties(self, properties: Mapping[str, Any]) -> None:
         pass
+
+    async def _enrich(self, item: dict[str, Any]) -> tuple[dict[str, Any] | None,
+                                                          ItemResult | None]:
+        """The item with its wallet properties, or the result that replaces sending it."""
+        spec = item.get("wallet")
+        if not spec:
+            return item, None
+        provider = wallets.wallet_provider()
+        try:
+            extra = wallets.wallet_properties(await provider.wallet(spec["user"]),
+                                              spec["max_offers"])
+        except wallets.WalletUnavailable as exc:
+            if (spec["fallback"] or provider.fallback) == "retry":
+                return None, ItemResult("retry", str(exc))
+            extra = dict(wallets.UNAVAILABLE)
+        recipient = dict(item["recipient"])
+        base = recipient.get(self.properties_field) or {}
+        properties = {**base, **extra}
+        try:
+            self._check_properties(properties)
+        except ItemInvalid:  # the offers don't fit: keep the counts, drop the list
+            properties = {**base, **{k: v for k, v in extra.items() if k != "wallet_offers"}}
+        recipient[self.properties_field] = properties
+        return {**item, "recipient": recipient}, None
+
+    async def perform(self, send, items, config) -> list[ItemResult]:
+        """One request for the batch; with_wallet items are enriched first (concurrently).
+
+        When a wallet can't be read and the fallback is ``retry``, the whole batch is held for
+        a retry (the request would otherwise carry fewer recipients than deliveries); the other
+        items' wallets are cached by then, so the retry costs no extra SessionM calls."""
+        enriched = await asyncio.gather(*(self._enrich(item) for item in items))
+        held = [result for _, result in enriched if result is not None]
+        if held:
+            return [result or ItemResult("retry", "held_with_batch")
+                    for _, result in enriched]
+        reply = await send(self.request([item for item, _ in enriched], config))
+        return self.interpret(reply, items)
 
     def request(self, items, config) -> HttpRequest:
         first = items[0]

@@ -5,6 +5,14 @@ may itself be a `"$.a.b"` path) and optional ``ttl`` (seconds; without it the ta
 The user is identities.sessionm_user_id (``.../users/{id}/tags``), else the external id
 customer_id (``.../external/users/{id}/tags``). Auth: ``Basic base64(api_key:api_secret)``.
 
+Action ``segment_tag`` (Braze segment -> SessionM tag): reads param ``segment`` (default
+``$.payload.audience_id``) and looks the tag name, TTL and exit behaviour up in the segments file
+(`app.destinations.sessionm.segments`, ``config.extra["segments_file"]``). Entering tags the user
+(with the TTL when configured); leaving does nothing ("skipped" / "exit_keeps_tag") unless the
+segment says ``on_exit: expire`` (re-tag with a 1 s TTL). A segment without an entry is "skipped"
+/ "segment_not_configured". The user: sessionm_user_id, else the external id customer_id, else
+braze_external_id.
+
 `get_user_offers(send, config, user_id)` reads the live offer wallet from the Connect host
 (``config.extra["connect_url"]``, ``Authorization: Basic <config.extra["offers_auth"]>``). The
 request carries its own Authorization header, which must take precedence over the core's
@@ -23,11 +31,13 @@ from app.destinations.base import (
     Destination,
     HttpRequest,
     ItemInvalid,
+    ItemResult,
     Reply,
     Send,
     classify,
 )
 from app.destinations.mapping import resolve
+from app.destinations.sessionm.segments import EXPIRE_TTL_S, load_segments
 
 OFFERS_PATH = "/offers/api/2.0/offers/get_user_offers"
 
@@ -58,20 +68,62 @@ class Tag(Action):
             if ttl <= 0:
                 raise ItemInvalid("ttl must be positive")
             body["ttl"] = ttl
-        ids = envelope.get("identities") or {}
-        if ids.get("sessionm_user_id"):
-            user_path = f"/users/{quote(str(ids['sessionm_user_id']), safe='')}/tags"
-        elif ids.get("customer_id"):
-            user_path = f"/external/users/{quote(str(ids['customer_id']), safe='')}/tags"
-        else:
-            raise ItemInvalid("no SessionM user id or customer id")
-        return {"user_path": user_path, "body": body}
+        return {"user_path": user_path(envelope), "body": body}
 
     def request(self, items, config) -> HttpRequest:
         api_key = quote(str((config.extra or {}).get("api_key", "")), safe="")
         item = items[0]
         return HttpRequest("POST", f"/priv/v1/apps/{api_key}{item['user_path']}",
                            json=item["body"], limit=self.limit)
+
+
+def user_path(envelope, fallbacks: tuple[str, ...] = ("customer_id",)) -> str:
+    """``/users/{sessionm id}/tags``, else ``/external/users/{external id}/tags``."""
+    ids = envelope.get("identities") or {}
+    if ids.get("sessionm_user_id"):
+        return f"/users/{quote(str(ids['sessionm_user_id']), safe='')}/tags"
+    for kind in fallbacks:
+        if ids.get(kind):
+            return f"/external/users/{quote(str(ids[kind]), safe='')}/tags"
+    raise ItemInvalid("no SessionM user id or external id")
+
+
+class SegmentTag(Tag):
+    name = "segment_tag"
+    idempotent = True  # tagging with a TTL again only renews the expiry
+
+    def prepare(self, delivery, config):
+        envelope, params = delivery["envelope"], delivery.get("params") or {}
+        segment = resolve(params.get("segment", "$.payload.audience_id"), envelope)
+        spec = load_segments(str((config.extra or {}).get("segments_file", ""))).get(
+            str(segment or ""))
+        if spec is None:
+            return {"skip": "segment_not_configured"}
+        if envelope.get("type") == "audience.exited":
+            if spec.on_exit == "keep":
+                return {"skip": "exit_keeps_tag"}
+            body: dict[str, Any] = {"tags": [spec.tag], "ttl": EXPIRE_TTL_S}
+        else:
+            body = {"tags": [spec.tag]}
+            if spec.ttl_s:
+                body["ttl"] = spec.ttl_s
+        path = user_path(envelope, ("customer_id", "braze_external_id"))
+        return {"user_path": path, "body": body}
+
+    def request(self, items, config) -> HttpRequest:
+        if items[0].get("skip"):
+            raise NotImplementedError("a skipped item makes no request")
+        return super().request(items, config)
+
+    async def perform(self, send, items, config) -> list[ItemResult]:
+        results = []
+        for item in items:
+            if item.get("skip"):
+                results.append(ItemResult("skipped", item["skip"]))
+                continue
+            reply = await send(self.request([item], config))
+            results.extend(self.interpret(reply, [item]))
+        return results
 
 
 class OffersError(Exception):
@@ -112,7 +164,7 @@ def auth_headers(config) -> dict[str, str]:
 
 DESTINATION = Destination(
     name="sessionm",
-    actions={"tag": Tag()},
+    actions={"tag": Tag(), "segment_tag": SegmentTag()},
     limits={"default": 50.0},
     auth_headers=auth_headers,
 )
