@@ -51,3 +51,12 @@ RETRY_DEPTH = Gauge("relay_retry_topic_depth_messages",
                     "Records waiting in deliveries.retry.<destination> on this worker's partitions",
                     ["destination"])
 REBALANCES = Counter("relay_rebalances_total", "Consumer group rebalances this worker went through")
+
+# --- LINE feedback (app/agents/feedback.py) ---
+# Labels: the feedback record type (line.sent, line.unreachable, line.opened, ...) and bounded
+# poll outcomes; never LINE uids, customer ids or MAAC event ids.
+FEEDBACK_RECORDS = Counter("relay_line_feedback_records_total",
+                           "LINE results published to feedback.insider", ["type"])
+REPORT_POLLS = Counter("relay_maac_report_polls_total",
+                       "MAAC topic-report polls by outcome (changed, unchanged, error)",
+                       ["outcome"])

@@ -10,13 +10,13 @@ from __future__ import annotations
 import faust
 
 from app import web
-from app.agents import ingress, ops, route, sinks
+from app.agents import feedback, ingress, ops, route, sinks
 from app.agents.context import Relay
 from app.catalog import load_catalog
 from app.config import Settings
 from app.routing import load_rules
 
-STAGES = (ingress, route, sinks, ops)
+STAGES = (ingress, route, sinks, feedback, ops)
 
 
 def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:

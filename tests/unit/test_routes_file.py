@@ -74,7 +74,11 @@ SAMPLES = [
     (envelope("journey.cart_abandoned", "journey", payload={
         "template_id": 1, "maac_event_id": 2, "variables": {"name": "A"}}, line_uid=UID),
      {("maac", "push")}),
-    (envelope("line.opened", "maac", payload={"message_id": 5}), {("insider", "upsert")}),
+    # LINE results reach Insider through the feedback stage (app/agents/feedback.py), which
+    # marks its records; the route stage delivers nothing for a raw line.opened.
+    ({**envelope("line.opened", "maac", payload={"maac_event_id": 5}),
+      "trace": {"feedback": "insider"}}, {("insider", "upsert")}),
+    (envelope("line.opened", "maac", payload={"maac_event_id": 5}), set()),
     (envelope("audience.entered", "audience", payload={
         "audience": {"id": "seg-late-delivery"}, "audience_id": "seg-late-delivery"}),
      {("air", "trigger")}),
