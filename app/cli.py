@@ -174,6 +174,25 @@ def cmd_dlq(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from app.export import run_export
+
+    settings, bootstrap = _broker_settings()
+    result = asyncio.run(run_export(settings, bootstrap, args.kind, args.segment, args.user_id,
+                                    args.idle))
+    text = result.csv()
+    if args.out in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        try:
+            with open(args.out, "w", newline="") as handle:
+                handle.write(text)
+        except OSError as exc:
+            return fail(f"cannot write {args.out}: {exc.strerror}")
+    print(f"relay: {result.summary()}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from app.bench import cmd_bench as run_bench
 
@@ -249,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--reason", default=None, help="only reasons starting with this")
     dlq.add_argument("--dry-run", action="store_true")
     dlq.set_defaults(func=cmd_dlq)
+
+    export = sub.add_parser("export", help="a segment's members as a CSV for SessionM or Attentive")
+    export.add_argument("kind", choices=("sessionm-tags", "attentive-list"))
+    export.add_argument("--segment", required=True, help="the segment (audience) id")
+    export.add_argument("--out", default=None, help="file to write (default: stdout)")
+    export.add_argument("--user-id", default="external", choices=("external", "sessionm"),
+                        help="sessionm-tags: which id fills user_id (default: external id)")
+    export.add_argument("--idle", type=float, default=3.0,
+                        help="seconds without new records that end the read of the topic")
+    export.set_defaults(func=cmd_export)
 
     bench = sub.add_parser("bench", help="the benchmark; prints `name: value` lines")
     from app.bench_args import add_arguments as bench_arguments

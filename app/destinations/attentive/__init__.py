@@ -200,11 +200,29 @@ def _occurred(envelope: Mapping[str, Any]) -> float:
         raise ItemInvalid("occurred_at missing or invalid") from None
 
 
-class CustomEvent(_Single):
+class _Timely(_Single):
+    """Items older than 12 hours are "skipped" / "older_than_12h" without a call."""
+
+    clock = staticmethod(time.time)
+
+    async def perform(self, send, items, config) -> list[ItemResult]:
+        results = []
+        for item in items:
+            if self.clock() - item["occurred"] > MAX_EVENT_AGE_S:
+                results.append(ItemResult("skipped", "older_than_12h"))
+            else:
+                results.append(await self.send_one(send, item, config))
+        return results
+
+    async def send_one(self, send, item, config) -> ItemResult:
+        reply = await send(self.request([item], config))
+        return self.interpret(reply, [item])[0]
+
+
+class CustomEvent(_Timely):
     name = "custom_event"
     limit = "default"
     path = "/events/custom"
-    clock = staticmethod(time.time)
 
     def prepare(self, delivery, config):
         envelope, params = delivery["envelope"], delivery.get("params") or {}
@@ -220,25 +238,14 @@ class CustomEvent(_Single):
                 "occurredAt": envelope.get("occurred_at")}
         return {"body": body, "occurred": occurred}
 
-    async def perform(self, send, items, config) -> list[ItemResult]:
-        results = []
-        for item in items:
-            if self.clock() - item["occurred"] > MAX_EVENT_AGE_S:
-                results.append(ItemResult("skipped", "older_than_12h"))
-                continue
-            reply = await send(self.request([item], config))
-            results.extend(self.interpret(reply, [item]))
-        return results
 
-
-class Text(_Single):
+class Text(_Timely):
     """A text message from a template, to a TEXT subscriber only. Messages a person: never
     idempotent, so a crash mid-send goes to the operator, not out again."""
 
     name = "text"
     limit = "default"
     path = "/text/send"
-    clock = staticmethod(time.time)
     checker = Subscribe()
     MAX_CHARS = 1600
 
@@ -264,23 +271,14 @@ class Text(_Single):
         return {"body": {"user": {"phone": user["phone"]}, "text": text},
                 "occurred": _occurred(envelope)}
 
-    async def perform(self, send, items, config) -> list[ItemResult]:
-        results = []
-        for item in items:
-            if self.clock() - item["occurred"] > MAX_EVENT_AGE_S:
-                results.append(ItemResult("skipped", "older_than_12h"))
-                continue
-            check = await send(HttpRequest("GET", "/subscriptions", params=item["body"]["user"],
-                                           limit="default"))
-            if not check.ok and check.status != 404:
-                results.append(classify(check))
-                continue
-            if "TEXT" not in (self.checker.subscribed_channels(check) if check.ok else set()):
-                results.append(ItemResult("skipped", "not_subscribed", check.status))
-                continue
-            reply = await send(self.request([item], config))
-            results.extend(self.interpret(reply, [item]))
-        return results
+    async def send_one(self, send, item, config) -> ItemResult:
+        check = await send(HttpRequest("GET", "/subscriptions", params=item["body"]["user"],
+                                       limit="default"))
+        if not check.ok and check.status != 404:
+            return classify(check)
+        if "TEXT" not in (self.checker.subscribed_channels(check) if check.ok else set()):
+            return ItemResult("skipped", "not_subscribed", check.status)
+        return await super().send_one(send, item, config)
 
 
 class CustomAttributes(_Single):
