@@ -256,3 +256,23 @@ def test_many_customers_one_template_go_as_multicast_with_per_user_failures(
     for record in records:
         expected = 0 if record["customer"]["customer_id"] in blocked else 1
         assert accepted.get(delivery_id(record), 0) == expected
+
+
+def test_line_bound_reaches_the_identity_graph_and_insider(broker, sandbox, worker):
+    event_id = RNG.randint(50_000, 59_999)
+    customer = f"C-{uuid.uuid4().hex[:8]}"
+    uid = uid_for(event_id, opens=False)
+    bound = {"timestamp": "2026-11-22T09:00:00Z", "topic": "line.bound",
+             "data": {"line_uid": uid, "customer_id": customer}}
+    asyncio.run(produce(broker.bootstrap, [("maac.results", customer.encode(),
+                                            orjson.dumps(bound))]))
+    wait_until(lambda: any(a.get("line_reachable") is True and a.get("line_bound") is True
+                           for a in custom_attrs(sandbox, customer)), 60,
+               what="Insider line_bound attribute")
+    time.sleep(1.0)  # the route stage has merged the binding into the customer's identities
+    send_triggers(broker, [trigger(customer, event_id)])  # the trigger carries no LINE uid
+    [push] = wait_until(lambda: maac_calls_for(sandbox, uid), 60,
+                        what="a push to the bound LINE uid")
+    assert push["body"]["event_id"] == event_id
+    wait_until(lambda: insider_events(sandbox, customer).get("line_message_sent"), 60,
+               what="sent feedback for the bound customer")
