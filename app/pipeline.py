@@ -85,17 +85,20 @@ def route(rules: list[Rule], envelope: Mapping[str, Any]) -> list[dict[str, Any]
 
 
 def next_attempt(delivery: Mapping[str, Any], settings: Settings, reason: str,
-                 retry_after_s: float | None = None) -> dict[str, Any]:
+                 retry_after_s: float | None = None, in_lane: bool = False) -> dict[str, Any]:
     """The next attempt of a delivery, due after a full-jitter back-off (or the server's ask).
 
+    Entering the retry lane waits longer (the in-process attempts just failed); attempts inside
+    the lane use the ordinary back-off, since the lane holds the customer's later items.
     A pause (credentials rejected, breaker open) does not use up the retry budget."""
     from app.delivery.core import PAUSED
 
     paused = reason.startswith(PAUSED)
     attempt = int(delivery.get("attempt", 0)) + (0 if paused else 1)
+    scale = 1 if in_lane else 5
     delay = max(retry_after_s or 0.0,
-                full_jitter(max(attempt, 1), max(settings.retry_base_s, 0.05) * 5,
-                            settings.retry_max_s * 6))
+                full_jitter(max(attempt, 1), max(settings.retry_base_s, 0.05) * scale,
+                            settings.retry_max_s * scale))
     return {**delivery, "attempt": attempt, "not_before": time.time() + delay,
             "last_reason": reason}
 

@@ -191,7 +191,8 @@ class Settler:
                 await self.relay.app.producer.flush()
                 return
             metrics.RETRIES.labels(self.dest, "topic").inc()
-            delivery = next_attempt(delivery, settings, outcome.reason, outcome.retry_after_s)
+            delivery = next_attempt(delivery, settings, outcome.reason, outcome.retry_after_s,
+                                    in_lane=True)
 
 
 def install(relay: Relay) -> None:

@@ -1,46 +1,56 @@
-"""A token bucket shared by every concurrent request a worker makes to one endpoint group.
+"""A sliding-window limiter shared by every concurrent request a worker makes to one endpoint.
 
-Set from the documented limits, so the relay itself never causes a 429 at those limits; a 429
-that still arrives (other senders share the limit) is handled by the retry path.
+Set from the documented limits so the relay itself never causes a 429 at them. A token bucket
+is not enough: with a burst of one second's worth it lets through up to twice the limit in some
+one-second window, which a destination counting per window rejects. This limiter admits a request
+only if fewer than `limit` were admitted in the last `window_s` (slightly widened, because the
+destination sees arrivals, not departures). A 429 that still arrives (other senders share the
+limit) is handled by the retry path and drains the window for the time the destination asks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import deque
+
+SAFETY = 1.05  # widen the window: requests can arrive closer together than they left
 
 
 class TokenBucket:
-    def __init__(self, rate_per_s: float, burst: float | None = None):
+    """`rate_per_s` requests per second, enforced over every sliding one-second window."""
+
+    def __init__(self, rate_per_s: float, window_s: float = 1.0):
         if rate_per_s <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate_per_s
-        # A burst of one second's worth (at least one) keeps short-term rates within the limit.
-        self.capacity = burst if burst is not None else max(1.0, rate_per_s)
-        self._tokens = self.capacity
-        self._stamp = time.monotonic()
+        self.window = window_s * SAFETY if rate_per_s * window_s >= 1 else SAFETY / rate_per_s
+        self.limit = max(1, math.floor(rate_per_s * window_s))
+        self._sent: deque[float] = deque()
         self._lock = asyncio.Lock()
+        self._blocked_until = 0.0
         self.waited_s = 0.0
 
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-
     async def acquire(self, tokens: float = 1.0) -> float:
-        """Wait until `tokens` are available; returns the seconds waited."""
+        """Wait until one more request fits the window; returns the seconds waited."""
         waited = 0.0
         async with self._lock:
-            self._refill()
-            while self._tokens < tokens:
-                delay = (tokens - self._tokens) / self.rate
+            while True:
+                now = time.monotonic()
+                while self._sent and now - self._sent[0] >= self.window:
+                    self._sent.popleft()
+                delay = self._blocked_until - now
+                if len(self._sent) >= self.limit:
+                    delay = max(delay, self.window - (now - self._sent[0]))
+                if delay <= 0:
+                    break
                 await asyncio.sleep(delay)
                 waited += delay
-                self._refill()
-            self._tokens -= tokens
+            self._sent.append(time.monotonic())
         self.waited_s += waited
         return waited
 
     def penalize(self, seconds: float) -> None:
-        """A destination told us to back off: drain the bucket for that long."""
-        self._tokens = min(self._tokens, -seconds * self.rate)
+        """A destination told us to back off: admit nothing for that long."""
+        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)

@@ -15,11 +15,31 @@ def test_full_jitter_stays_within_the_exponential_cap():
 
 
 async def test_token_bucket_holds_the_rate():
-    bucket = TokenBucket(50)  # burst of 50, then 50/s
+    bucket = TokenBucket(50)  # 50 per sliding second
     started = time.monotonic()
     await asyncio.gather(*(bucket.acquire() for _ in range(100)))
     elapsed = time.monotonic() - started
     assert 0.9 <= elapsed < 1.6
+
+
+async def test_no_one_second_window_exceeds_the_limit():
+    bucket = TokenBucket(20)
+    stamps = []
+
+    async def one():
+        await bucket.acquire()
+        stamps.append(time.monotonic())
+    await asyncio.gather(*(one() for _ in range(70)))
+    stamps.sort()
+    busiest = max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps)
+    assert busiest <= 20
+    assert stamps[-1] - stamps[0] >= 3.0  # 70 requests at 20 per window need 4 windows
+
+
+async def test_penalty_blocks_the_next_request():
+    bucket = TokenBucket(100)
+    bucket.penalize(0.3)
+    assert await bucket.acquire() >= 0.25
 
 
 def test_classify_reads_the_contract_status_classes():
