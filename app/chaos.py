@@ -55,7 +55,7 @@ class ChaosConfig:
     outage_destination: str = "braze"
     replay: bool = True
     seed: int = 11
-    deadline_s: float = 900.0
+    deadline_s: float = 1800.0
 
 
 @dataclass
