@@ -1,47 +1,117 @@
-"""Route: enrich each envelope from the identity table, match the rules, fan out deliveries."""
+"""Route: the profile stage. Events arrive on `identity.profiles` keyed by profile id; each one
+updates its profile (new identifiers, and attributes of `identity.updated`), is enriched with the
+profile's full identifier set and selected attributes, then matched against the rules and fanned
+out to the delivery topics.
+
+The same topic carries the two merge steps, so everything about one profile is ordered:
+`merge` (to the losing profile: leave a tombstone, send its content to the winner) and `absorb`
+(to the winner: merge the content in, re-point the loser's identifiers). Events that reach a
+tombstone follow it. Design: docs/identity.md.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 import structlog
 
 from app import logs, metrics
 from app.agents.context import Relay
-from app.pipeline import enrich, route
+from app.agents.identity import OP, header
+from app.identity import profile as profiles
+from app.identity.keys import key_of
+from app.pipeline import route
 
 log = structlog.get_logger(__name__)
 
 
-def install(relay: Relay) -> None:
-    identities = relay.table("identities")
+async def deliver(relay: Relay, env: dict[str, Any]) -> None:
+    """Plan an enriched envelope's deliveries and send them (key: the envelope's customer_key)."""
+    planned = route(relay.rules, env)
+    log.debug("route.planned", deliveries=len(planned))
+    if not planned:
+        metrics.UNROUTED.labels(env.get("source", "")).inc()
+    key = env.get("customer_key") or None
+    for delivery in planned:
+        metrics.ROUTED.labels(delivery["destination"], delivery["action"]).inc()
+        await relay.send(f"deliveries.{delivery['destination']}", key, delivery)
+    await relay.emit("route", "routed", origin=env["trace"].get("origin"),
+                     event_id=env["event_id"],
+                     deliveries=[[d["destination"], d["action"], d["delivery_id"]]
+                                 for d in planned])
 
-    async def route_one(key: bytes | None, raw: bytes) -> None:
+
+def install(relay: Relay) -> None:
+    table = relay.table("profiles", value_type=bytes)
+    names = relay.settings.profile_attributes
+
+    async def bind(kind: str, value: str, pid: str, event_id: str, replaces=()) -> None:
+        await relay.send("identity.claims", key_of(kind, value),
+                         {"t": kind, "p": pid, "r": list(replaces), "e": event_id},
+                         headers=[(OP, b"bind")])
+
+    async def on_event(pid: str, raw: bytes) -> None:
         env = orjson.loads(raw)
         logs.bind_event(env)
-        ckey = env.get("customer_key") or ""
-        if ckey:
-            known = identities.get(ckey)
-            merged = {**(known or {}), **env.get("identities", {})}
-            if merged != known:
-                identities[ckey] = merged
-                metrics.IDENTITY_UPDATES.labels("event").inc()
-            enrich(env, known)
-        planned = route(relay.rules, env)
-        log.debug("route.planned", deliveries=len(planned))
-        if not planned:
-            metrics.UNROUTED.labels(env.get("source", "")).inc()
-        for delivery in planned:
-            metrics.ROUTED.labels(delivery["destination"], delivery["action"]).inc()
-            await relay.send(f"deliveries.{delivery['destination']}", key, delivery)
-        await relay.emit("route", "routed", origin=env["trace"].get("origin"),
-                         event_id=env["event_id"],
-                         deliveries=[[d["destination"], d["action"], d["delivery_id"]]
-                                     for d in planned])
+        prof = profiles.loads(table.get(pid))
+        if prof is not None and "m" in prof:  # merged: the surviving profile takes it
+            await relay.send("identity.profiles", prof["m"], raw)
+            return
+        prof = prof or profiles.new_profile()
+        attrs = env.get("attributes") if env.get("type") == "identity.updated" else None
+        changed, new = profiles.apply(prof, env.get("identities") or {},
+                                      profiles.epoch(env.get("occurred_at")), attrs)
+        if changed:
+            table[pid] = profiles.dumps(prof)
+            metrics.IDENTITY_UPDATES.labels("profile").inc()
+        for kind, value in new:
+            await bind(kind, value, pid, env.get("event_id", ""))
+        profiles.enrich(env, pid, prof, names)
+        await deliver(relay, env)
 
-    @relay.app.agent(relay.topic("events.normalized"), name="route")
+    async def on_merge(loser: str, winner: str) -> None:
+        prof = profiles.loads(table.get(loser))
+        if prof is not None and "m" in prof:
+            if prof["m"] != winner:  # already merged elsewhere: unite the two survivors
+                low, high = sorted((prof["m"], winner))
+                await relay.send("identity.profiles", high, {"into": low},
+                                 headers=[(OP, b"merge")])
+            return
+        table[loser] = orjson.dumps({"m": winner})
+        metrics.IDENTITY_MERGES.inc()
+        log.info("identity.merged")
+        if prof:
+            await relay.send("identity.profiles", winner,
+                             {"from": loser, "via": [], "profile": prof},
+                             headers=[(OP, b"absorb")])
+
+    async def on_absorb(pid: str, msg: dict[str, Any]) -> None:
+        prof = profiles.loads(table.get(pid))
+        if prof is not None and "m" in prof:  # this one was merged too: pass it on
+            msg["via"].append(pid)
+            await relay.send("identity.profiles", prof["m"], msg, headers=[(OP, b"absorb")])
+            return
+        table[pid] = profiles.dumps(profiles.merge(prof or profiles.new_profile(), msg["profile"]))
+        replaces = [msg["from"], *msg["via"]]
+        for kind, value in profiles.all_identifiers(msg["profile"]):
+            await bind(kind, value, pid, "", replaces)
+
+    @relay.app.agent(relay.topic("identity.profiles"), name="route")
     async def route_agent(stream):
         async for event in stream.events():
             try:
-                await route_one(event.key, event.value)
+                key = (event.key or b"").decode()
+                op = header(event, OP)
+                if op is None:
+                    await on_event(key, event.value)
+                elif op == b"merge":
+                    await on_merge(key, orjson.loads(event.value)["into"])
+                elif op == b"absorb":
+                    await on_absorb(key, orjson.loads(event.value))
+                else:  # anon: no identifiers to resolve
+                    env = orjson.loads(event.value)
+                    logs.bind_event(env)
+                    await deliver(relay, env)
             except Exception as exc:  # a bug must not stop the stream or lose the event
                 await relay.internal_error("route", event, exc)

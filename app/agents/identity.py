@@ -1,0 +1,161 @@
+"""Identity stage: resolve every normalized event to its profile id through the identifier index.
+
+The `identities` table maps `<type>:<value>` -> profile id and is partitioned like
+`events.normalized` and `identity.claims` (both keyed by an identifier key), so this agent only
+reads and writes index entries of its own partitions:
+
+- an envelope on `events.normalized` (key = its customer_key) is looked up locally; on a miss it
+  hops through `identity.claims` to the partitions of its other identifiers (unify keys first),
+  and a profile id is derived from its first identifier when none is known. It then goes to
+  `identity.profiles` keyed by the profile id, unchanged unless identifiers had to be cleaned.
+- a `bind` on `identity.claims` records that a profile holds an identifier: a unify-key
+  conflict asks the larger profile id to merge into the smaller, or quarantines the value when
+  more than AMBIGUOUS_KEY_LIMIT profiles would share it.
+
+Design and ordering: docs/identity.md.
+"""
+
+from __future__ import annotations
+
+import orjson
+import structlog
+
+from app import logs, metrics
+from app.agents.context import Relay
+from app.identity import graph
+from app.identity import profile as profiles
+from app.identity.keys import clean_identities, key_of, lookup_order, normalize_identifier
+from app.pipeline import now_iso
+
+log = structlog.get_logger(__name__)
+
+OP = "relay-identity-op"
+REST = "relay-identity-rest"
+ANCHOR = "relay-identity-anchor"
+
+
+def header(event, name: str) -> bytes | None:
+    for key, value in event.message.headers or ():
+        if key == name:
+            return value
+    return None
+
+
+def install(relay: Relay) -> None:
+    app, settings = relay.app, relay.settings
+    unify = settings.unify_keys
+    index = relay.table("identities", value_type=bytes)
+    source = app.topic("events.normalized", "identity.claims",
+                       key_serializer="raw", value_serializer="raw")
+
+    async def to_profile(pid: str, raw: bytes) -> None:
+        await relay.send("identity.profiles", pid, raw)
+
+    async def next_hop(rest: list[str], raw: bytes, anchor: str) -> None:
+        if rest:
+            await relay.send("identity.claims", rest[0], raw, headers=[
+                (OP, b"lookup"), (REST, orjson.dumps(rest[1:])), (ANCHOR, anchor.encode())])
+        else:  # nobody knows any identifier of this event: a new profile
+            await to_profile(graph.profile_id_for(anchor), raw)
+
+    async def on_envelope(key: str, raw: bytes) -> None:
+        env = orjson.loads(raw)
+        logs.bind_event(env)
+        ids = env.get("identities") or {}
+        clean, rejected = clean_identities(ids, settings.default_region)
+        if rejected or clean != ids:
+            for note in rejected:
+                metrics.IDENTITY_REJECTED.labels(note.split(": ", 1)[1]).inc()
+            env["identities"] = clean
+            if rejected:
+                trace = env.setdefault("trace", {})
+                trace["rejected_identifiers"] = sorted(
+                    set(trace.get("rejected_identifiers") or ()) | set(rejected))
+            raw = orjson.dumps(env)
+        keys = [k for _kind, k in lookup_order(clean, unify)]
+        if not keys:  # nothing to resolve: route as it is
+            await relay.send("identity.profiles", key or env.get("event_id", ""), raw,
+                             headers=[(OP, b"anon")])
+            return
+        if key in keys:  # this partition owns the record key's index entry: ask it first
+            pid = graph.resolve(index.get(key))
+            if pid:
+                await to_profile(pid, raw)
+                return
+        await next_hop([k for k in keys if k != key], raw, keys[0])
+
+    async def on_lookup(event, key: str) -> None:
+        pid = graph.resolve(index.get(key))
+        if pid:
+            await to_profile(pid, event.value)
+            return
+        rest = orjson.loads(header(event, REST) or b"[]")
+        await next_hop(rest, event.value, (header(event, ANCHOR) or key.encode()).decode())
+
+    async def on_bind(key: str, raw: bytes) -> None:
+        msg = orjson.loads(raw)
+        kind, pid = msg["t"], msg["p"]
+        decision = graph.bind(index.get(key), pid, unify=kind in unify,
+                              limit=settings.ambiguous_key_limit, replaces=msg.get("r") or ())
+        if decision.entry is not None:
+            index[key] = decision.entry.encode()
+            metrics.IDENTITY_UPDATES.labels("index").inc()
+        if decision.merge:
+            loser, winner = decision.merge
+            await relay.send("identity.profiles", loser, {"into": winner},
+                             headers=[(OP, b"merge")])
+        if decision.quarantine:
+            metrics.IDENTITY_QUARANTINED.labels(kind).inc()
+            log.warning("identity.quarantined", identifier_type=kind,
+                        profiles=len(decision.quarantine))
+            await relay.send("identity.quarantine", key, {
+                "identifier": key, "profiles": list(decision.quarantine),
+                "event_id": msg.get("e", ""), "reason": "ambiguous_unify_key",
+                "limit": settings.ambiguous_key_limit, "at": now_iso()})
+
+    @app.agent(source, name="identity")
+    async def identity_agent(stream):
+        async for event in stream.events():
+            try:
+                key = (event.key or b"").decode()
+                op = header(event, OP) if event.message.topic == "identity.claims" else None
+                if op == b"bind":
+                    await on_bind(key, event.value)
+                elif op == b"lookup":
+                    await on_lookup(event, key)
+                else:
+                    await on_envelope(key, event.value)
+            except Exception as exc:  # a bug must not stop the stream or lose the event
+                await relay.internal_error("identity", event, exc)
+
+
+def profile_view(relay: Relay, kind: str, raw_value: str, admin: bool) -> tuple[int, dict]:
+    """`GET /profiles/{type}/{value}`: the unified profile, identifiers masked unless `admin`.
+    Reads this worker's tables (every partition when it runs alone)."""
+    from app.identity.keys import mask
+
+    try:
+        value = normalize_identifier(kind, raw_value, relay.settings.default_region)
+    except ValueError:
+        return 404, {"detail": "unknown identifier"}
+    entry = graph.decode(relay.tables["identities"].get(key_of(kind, value)))
+    if entry is None:
+        return 404, {"detail": "unknown identifier"}
+    table, pid, hops = relay.tables["profiles"], entry.owner, 0
+    prof = profiles.loads(table.get(pid))
+    while prof and "m" in prof and hops < 64:  # follow merges to the surviving profile
+        pid, hops = prof["m"], hops + 1
+        prof = profiles.loads(table.get(pid))
+    if not prof:
+        return 404, {"detail": "profile not materialized yet"}
+    ids = {k: sorted(v, key=lambda x: (-v[x], x)) for k, v in prof.get("i", {}).items()}
+    body = {"profile_id": pid, "quarantined": entry.quarantined, "updated_at": prof.get("u", 0)}
+    if admin:
+        body |= {"index_entry": entry.owner, "identifiers": ids,
+                 "identities": profiles.flat_identities(prof),
+                 "attributes": {k: v[0] for k, v in prof.get("a", {}).items()},
+                 "notes": [{"at": ts, "note": note} for ts, note in prof.get("n", ())]}
+    else:
+        body |= {"identifiers": {k: [mask(k, x) for x in vs] for k, vs in ids.items()},
+                 "attribute_names": sorted(prof.get("a", {}))}
+    return 200, body
