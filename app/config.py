@@ -69,6 +69,10 @@ class Settings:
     wallet_concurrency: int = 8
     wallet_timeout_s: float = 2.0
     wallet_fallback: str = "send"
+    unify_keys: tuple[str, ...] = ("line_uid", "email", "phone")
+    ambiguous_key_limit: int = 5
+    profile_attributes: tuple[str, ...] = ("first_name", "last_name", "tier", "language",
+                                           "email_optin", "sms_optin", "line_optin")
     destinations: Mapping[str, DestinationConfig] = field(default_factory=dict)
 
     def destination(self, name: str) -> DestinationConfig:
@@ -159,6 +163,23 @@ def _file(name: str, raw: str) -> str:
     return raw
 
 
+def _unify_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    from app.identity.keys import parse_unify_keys
+
+    raw = env.get("UNIFY_KEYS", "").strip() or "line_uid,email,phone"
+    try:
+        return parse_unify_keys(raw)
+    except ValueError as exc:
+        raise ConfigError(f"UNIFY_KEYS: {exc}") from None
+
+
+def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    return tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+
+
 def load_destinations(env: Mapping[str, str]) -> dict[str, DestinationConfig]:
     dests = {}
     for dest, names in DESTINATION_VARS.items():
@@ -230,6 +251,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         emit_outcomes=_bool(env, "EMIT_OUTCOMES", True),
         group_instance_id=env.get("GROUP_INSTANCE_ID", "").strip(),
         faust_metrics=_bool(env, "FAUST_METRICS", False),
+        unify_keys=_unify_keys(env),
+        ambiguous_key_limit=_int(env, "AMBIGUOUS_KEY_LIMIT", 5, 2, 100000),
+        profile_attributes=_names(env, "PROFILE_ATTRIBUTES", Settings.profile_attributes),
         segments_file=segments_file,
         wallet_cache_s=_float(env, "WALLET_CACHE_S", 30.0, 0.0, 3600.0),
         wallet_concurrency=_int(env, "WALLET_CONCURRENCY", 8, 1, 256),

@@ -60,3 +60,11 @@ FEEDBACK_RECORDS = Counter("relay_line_feedback_records_total",
 REPORT_POLLS = Counter("relay_maac_report_polls_total",
                        "MAAC topic-report polls by outcome (changed, unchanged, error)",
                        ["outcome"])
+
+# --- identity graph (app/agents/identity.py, app/agents/route.py) ---
+# Labels: identifier types of the configured unify keys and reason codes; never values.
+IDENTITY_MERGES = Counter("relay_identity_merges_total", "Profiles merged into another")
+IDENTITY_QUARANTINED = Counter("relay_identity_quarantined_total",
+                               "Unify-key values quarantined as ambiguous (no merge)", ["type"])
+IDENTITY_REJECTED = Counter("relay_identity_rejected_total",
+                            "Identifiers rejected by normalization (never stored)", ["reason"])

@@ -66,6 +66,17 @@ def install(app, relay) -> None:
         """Key counts of the worker's tables (no keys or values: those are personal data)."""
         return web.json({name: len(table) for name, table in relay.tables.items()})
 
+    @app.page("/profiles/{kind}/{value}")
+    class ProfileView(View):
+        async def get(self, request, kind, value):
+            from app.agents.identity import profile_view
+
+            auth = request.headers.get("Authorization", "")
+            admin = bool(settings.admin_token) and hmac.compare_digest(
+                auth.encode(), f"Bearer {settings.admin_token}".encode())
+            status, body = profile_view(relay, kind, value, admin)
+            return self.json(body, status=status)
+
     @app.page("/metrics")
     async def metrics_page(web, request):
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -11,6 +11,7 @@ import faust
 
 from app import web
 from app.agents import feedback, ingress, ops, route, sinks
+from app.agents import identity
 from app.agents.context import Relay
 from app.catalog import load_catalog
 from app.config import Settings
