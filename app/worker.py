@@ -17,7 +17,7 @@ from app.catalog import load_catalog
 from app.config import Settings
 from app.routing import load_rules
 
-STAGES = (ingress, route, sinks, feedback, ops)
+STAGES = (ingress, identity, route, sinks, feedback, ops)
 
 
 def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
