@@ -60,6 +60,8 @@ FEEDBACK_RECORDS = Counter("relay_line_feedback_records_total",
 REPORT_POLLS = Counter("relay_maac_report_polls_total",
                        "MAAC topic-report polls by outcome (changed, unchanged, error)",
                        ["outcome"])
+FEEDBACK_UNMATCHED = Counter("relay_line_feedback_unmatched_total",
+                             "LINE results naming no customer Insider knows (not sent)", ["type"])
 
 # --- identity graph (app/agents/identity.py, app/agents/route.py) ---
 # Labels: identifier types of the configured unify keys and reason codes; never values.

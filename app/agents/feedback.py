@@ -105,6 +105,8 @@ def install(relay: Relay) -> None:
                 record = from_result(env, memory)
                 if record is not None:
                     await publish(record)
+                elif env["type"] == "line.opened":
+                    metrics.FEEDBACK_UNMATCHED.labels(env["type"]).inc()
 
     async def plan_one(event) -> list[dict]:
         env = orjson.loads(event.value)

@@ -8,7 +8,7 @@ the feedback stage plans and settles every LINE result exactly once.
 - `line.sent` / `line.unreachable`: from the MAAC sink's outcomes (`from_outcome`). Unreachable
   = no or malformed LINE uid, or a LINE error in MAAC's 200 result / multicast fail_info.
 - `line.opened`: from `message.first_open` webhooks; journey, template and the customer's other
-  identifiers are joined from the push that caused it (`SendMemory`).
+  identifiers are joined from the push that caused it (`SendMemory`, per worker process).
 - `line.clicked`: only when it names a customer; the topic report's aggregates (per MAAC event
   id, no customer) are campaign-level results kept on `events.normalized`.
 - `line.bound`: LINE attributes for Insider segments (`line_reachable`).
@@ -32,6 +32,8 @@ MARK = "insider"
 SOURCE = "relay"
 TAP_TYPES = ("line.opened", "line.clicked", "line.bound")
 MAAC_ACTIONS = ("push", "multicast")
+# Identifiers an Insider upsert can name a user by (app/destinations/insider).
+INSIDER_IDS = ("customer_id", "email", "phone", "insider_uuid")
 REPORT_COUNTS = ("opens", "clicks", "unique_clicks", "adds_to_cart", "transactions",
                  "transaction_revenue")
 
@@ -138,7 +140,11 @@ class SendMemory:
 def from_result(envelope: Mapping[str, Any], memory: SendMemory | None = None
                 ) -> dict[str, Any] | None:
     """The feedback record for a normalized MAAC result (`line.opened/clicked/bound`), or None
-    when it names no customer (topic-report aggregates)."""
+    when it names no customer Insider knows: topic-report aggregates, or an open by a LINE uid
+    that is bound to no customer id and that this worker did not push to.
+
+    The join with the push (`SendMemory`) is per worker process; an open handled by another
+    worker keeps the webhook's own identifiers (MAAC's `customer_id` is the bound customer id)."""
     if envelope.get("type") not in TAP_TYPES or not envelope.get("identities"):
         return None
     identities = dict(envelope["identities"])
@@ -151,6 +157,8 @@ def from_result(envelope: Mapping[str, Any], memory: SendMemory | None = None
         identities = {**identities, **sent["identities"]}
         payload = {**sent["payload"], **payload}
         customer_key = sent.get("customer_key") or customer_key
+    if not any(identities.get(kind) for kind in INSIDER_IDS):
+        return None  # e.g. an open of a broadcast by a LINE user bound to no customer
     return {
         **envelope,
         "event_id": feedback_id(envelope["event_id"]),

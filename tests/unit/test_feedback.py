@@ -99,8 +99,8 @@ def test_first_open_joins_the_push_it_answers():
     assert record["payload"]["template_id"] == 2048 and record["payload"]["maac_event_id"] == 77
     assert record["trace"]["parent_event_id"] == first_open()["event_id"]
     # an open for another event id of the same uid is not joined to this push
-    other = feedback.from_result(first_open(event_id=78), memory)
-    assert "journey" not in other["payload"] and other["customer_key"] == f"line_uid:{UID}"
+    other = feedback.from_result(first_open(event_id=78, customer_id="C1"), memory)
+    assert "journey" not in other["payload"] and "email" not in other["identities"]
 
 
 def test_feedback_rules_map_to_insider_events_and_attributes():
@@ -171,3 +171,9 @@ def test_send_memory_is_bounded():
     for event_id in (1, 2, 3):
         memory.remember({"identities": {"line_uid": UID}, "payload": {"maac_event_id": event_id}})
     assert len(memory) == 2 and memory.lookup(1, UID) is None and memory.lookup(3, UID)
+
+
+def test_open_by_an_unknown_line_user_gives_no_feedback():
+    assert feedback.from_result(first_open(), feedback.SendMemory()) is None
+    record = feedback.from_result(first_open(customer_id="C7"), feedback.SendMemory())
+    assert record["customer_key"] == "customer_id:C7"
