@@ -120,9 +120,10 @@ async def preload_profiles(bootstrap: str, app_ids: list[str], partitions: int,
     await producer.start()
     try:
         for topic in topics:
-            futures = [await producer.send(topic, value=v, key=k, partition=p)
-                       for p, k, v in profiles]
-            await asyncio.gather(*futures)
+            for start in range(0, len(profiles), 50_000):  # bounded memory in flight
+                futures = [await producer.send(topic, value=v, key=k, partition=p)
+                           for p, k, v in profiles[start:start + 50_000]]
+                await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
@@ -393,6 +394,21 @@ def latencies_ms(calls: list[dict], follower: Follower, published: dict[str, flo
     return out
 
 
+def outcome_latencies_ms(follower: Follower, published: dict[str, float]) -> list[float]:
+    """Publish time to the broker time of each delivery's `delivered` outcome record (written
+    right after the sandbox accepted it)."""
+    out = []
+    for origin, sent in published.items():
+        state = follower.tracker.ingress.get(origin)
+        if not isinstance(state, list):
+            continue
+        for event_id in state:
+            for _dest, _action, delivery_id in follower.tracker.routed.get(event_id, []):
+                if follower.tracker.final.get(delivery_id) == "delivered":
+                    out.append(follower.final_ts[delivery_id] - sent * 1000)
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -417,7 +433,17 @@ async def run_bench(args) -> dict[str, Any]:
         app_ids = ["relay-bench-1"] + ([] if args.skip_scaling else ["relay-bench-2"])
 
         t = time.monotonic()
-        await preload_profiles(bootstrap, app_ids, partitions, profile_records(args.profiles, partitions))
+        import importlib.util
+
+        graph = importlib.util.find_spec("app.identity") is not None
+        if graph and args.profiles:
+            # The identity graph (issue 3) keeps its own index/profile format in these tables;
+            # pre-loading it must go through identity.updates (not done yet): load nothing.
+            log("identity graph present: profile pre-load skipped (profiles_loaded says so)")
+            args.profiles = 0
+        profiles = profile_records(args.profiles, partitions)
+        await preload_profiles(bootstrap, app_ids, partitions, profiles)
+        del profiles
         log(f"{args.profiles} profiles written for {len(app_ids)} group(s) in "
             f"{time.monotonic() - t:.1f}s")
 
@@ -450,8 +476,11 @@ async def run_bench(args) -> dict[str, Any]:
         worker = WorkerProcess(worker_env(app_ids[0]), os.path.join(workdir, "w1"),
                                web_port=web_port).start()
         workers.append(worker)
-        await worker.wait_ready(timeout_s=300)
-        figures["profiles_loaded"] = await table_size(worker, "identities")
+        t = time.monotonic()
+        await worker.wait_ready(timeout_s=120 + args.profiles / 1000)
+        figures["worker_start_s"] = round(time.monotonic() - t, 1)
+        figures["profiles_loaded"] = await table_size(worker, "profiles" if graph else
+                                                      "identities") or 0
         log(f"worker ready; identities table holds {figures['profiles_loaded']}")
         profiler = None
         if args.profile:
@@ -491,12 +520,17 @@ async def run_bench(args) -> dict[str, Any]:
         await follower_live.wait_accounted(live_origins, 120 + len(live) / 100, "latency")
         calls = await sandbox.get("/_sandbox/calls")
         lat = latencies_ms(calls, follower_live, published)
+        figures["latency_source"] = "sandbox_accept"
+        if not lat:  # no relay ids matched in the recorded calls: use the delivered outcomes
+            figures["latency_source"] = "delivered_outcome"
+            lat = outcome_latencies_ms(follower_live, published)
         await follower_live.stop()
         figures["latency_rate_per_s"] = round(live_rate)
         figures["latency_p50_ms"] = round(percentile(lat, 50), 1)
         figures["latency_p99_ms"] = round(percentile(lat, 99), 1)
         figures["worker_rss_mb"] = round(rss_mb(worker.proc.pid), 1)
-        figures["identities_table_end"] = await table_size(worker, "identities")
+        figures["profiles_table_end"] = await table_size(worker, "profiles" if graph else
+                                                         "identities") or 0
         await follower.stop()
         await asyncio.to_thread(worker.stop)
 
@@ -508,8 +542,9 @@ async def run_bench(args) -> dict[str, Any]:
                                   web_port=web_port if i == 0 else None) for i in range(2)]
             for w in pair:
                 workers.append(w.start())
-            await asyncio.gather(*(w.wait_ready(timeout_s=300) for w in pair))
-            missing = await follower2.wait_accounted(everything, 60 + len(everything) / 100,
+            await asyncio.gather(*(w.wait_ready(timeout_s=120 + args.profiles / 1000) for w in pair))
+            wait_s = 30 if args.quick else 60 + len(everything) / 100
+            missing = await follower2.wait_accounted(everything, wait_s,
                                                      "2 workers", strict=False)
             rate2, _, _ = follower2.rate(everything)
             figures["scaling_unaccounted"] = len(missing)
