@@ -81,6 +81,8 @@ async def test_no_or_bad_line_uid_is_unreachable_without_a_request(uid, reason):
         item = prep({}, envelope(uid=uid), action)
         (result,) = await action.perform(send, [item], CONFIG)
         assert (result.status, result.reason) == ("unreachable", reason)
+        with pytest.raises(ItemInvalid, match="unreachable: "):  # what `relay inspect` shows
+            action.request([item], CONFIG)
     assert calls == []
 
 

@@ -276,6 +276,8 @@ class Push(Action):
 
     def request(self, items, config) -> HttpRequest:
         item = items[0]
+        if item.get("unreachable"):  # `perform` never asks; `relay inspect` shows the reason
+            raise ItemInvalid(f"unreachable: {item['unreachable']}")
         body: dict[str, Any] = {"template_id": item["template_id"], "data": item["data"]}
         if item["event_id"] is not None:
             body["event_id"] = item["event_id"]
@@ -334,6 +336,9 @@ class Multicast(Action):
         return _message(delivery)
 
     def request(self, items, config) -> HttpRequest:
+        items = [item for item in items if not item.get("unreachable")]
+        if not items:
+            raise ItemInvalid("unreachable: no recipient with a LINE uid")
         first = items[0]
         body: dict[str, Any] = {"template_id": first["template_id"],
                                 "data": [item["data"] for item in items]}
