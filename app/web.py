@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from collections import OrderedDict
 
+import orjson
 import structlog
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +27,15 @@ def verify_signature(body: bytes, signature: str, secret: str) -> bool:
         return False
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, signature.strip().lower())
+
+
+def _line_uid(body: bytes) -> str:
+    try:
+        data = orjson.loads(body).get("data")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    uid = data.get("line_uid") if isinstance(data, dict) else None
+    return uid if isinstance(uid, str) else ""
 
 
 class SeenKeys:
@@ -94,6 +104,8 @@ def install(app, relay) -> None:
                 metrics.WEBHOOKS.labels("duplicate").inc()
                 return self.json({"status": "duplicate"})
             headers = {"CrescLab-Idempotency-Key": key.encode()} if key else {}
-            await results.send(key=key.encode() or None, value=body, headers=headers)
+            # Keyed by LINE uid (topics/catalog.yaml): one LINE user's results stay in order.
+            uid = _line_uid(body)
+            await results.send(key=(uid or key).encode() or None, value=body, headers=headers)
             metrics.WEBHOOKS.labels("accepted").inc()
             return self.json({"status": "ok"})
