@@ -2,6 +2,7 @@
 and the RocksDB store (the ListOffsets gap would leave them short of the last batch)."""
 
 import asyncio
+import time
 import uuid
 
 import httpx
@@ -21,6 +22,13 @@ def identity_update(i: int) -> bytes:
     })
 
 
+def profile(url: str, kind: str, value: str) -> dict:
+    reply = httpx.get(f"{url}/profiles/{kind}/{value}", timeout=5,
+                      headers={"Authorization": "Bearer t0k"})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
 def table_sizes(worker) -> dict:
     return httpx.get(f"{worker.url}/_relay/tables", timeout=5).json()
 
@@ -30,14 +38,21 @@ def test_tables_survive_a_restart(broker, sandbox, start_worker, tmp_path, store
     app_id = f"restart-{store[:3]}"
     data_dir = str(tmp_path / "state")
     port = free_port()
-    first = start_worker(port=port, data_dir=data_dir, STORE=store, APP_ID=app_id)
+    first = start_worker(port=port, data_dir=data_dir, STORE=store, APP_ID=app_id,
+                         ADMIN_TOKEN="t0k")
     n = 300
     records = [("identity.updates", f"R-{i}".encode(), identity_update(i)) for i in range(n)]
     asyncio.run(produce(broker.bootstrap, records))
-    sizes = wait_until(lambda: (s := table_sizes(first))["identities"] >= n and s,
-                       60, what="identity table filled")
+    sizes = wait_until(lambda: (s := table_sizes(first))["profiles"] >= n and s,
+                       60, what="profiles filled")
+    time.sleep(2)  # let the identifier binds settle, so the sizes are final
+    sizes = table_sizes(first)
+    before = profile(first_url := first.url, "customer_id", "R-7")
     first.kill()  # a crash, not a clean shutdown
-    second = start_worker(port=port, data_dir=data_dir, STORE=store, APP_ID=app_id)
+    second = start_worker(port=port, data_dir=data_dir, STORE=store, APP_ID=app_id,
+                          ADMIN_TOKEN="t0k")
     after = table_sizes(second)
-    assert after["identities"] == sizes["identities"]
-    assert after["ledger"] == sizes["ledger"]
+    assert after == sizes
+    assert second.url == first_url
+    recovered = profile(second.url, "customer_id", "R-7")
+    assert recovered == before and recovered["identities"]["email"] == "user7@example.com"
