@@ -108,9 +108,8 @@ class Settler:
         for outcome in results:
             bind_event(event_of[outcome.delivery_id])
             await self.record(outcome, in_lane)
-        # Make the outcomes durable now, so a crash right after a destination accepted a batch
-        # leaves the smallest possible window for a repeat.
-        await relay.app.producer.flush()
+        # No flush here: the outcomes become durable before the offsets are committed, and a
+        # crash before that finds the 'sending' intent, which never resends a message.
         return results
 
     def _idempotent(self, delivery: dict) -> bool:
