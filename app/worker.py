@@ -10,8 +10,7 @@ from __future__ import annotations
 import faust
 
 from app import web
-from app.agents import feedback, ingress, ops, route, sinks
-from app.agents import identity
+from app.agents import feedback, identity, ingress, ops, route, sinks
 from app.agents.context import Relay
 from app.catalog import load_catalog
 from app.config import Settings
