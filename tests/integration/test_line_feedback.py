@@ -276,3 +276,26 @@ def test_line_bound_reaches_the_identity_graph_and_insider(broker, sandbox, work
     assert push["body"]["event_id"] == event_id
     wait_until(lambda: insider_events(sandbox, customer).get("line_message_sent"), 60,
                what="sent feedback for the bound customer")
+
+
+def test_journey_naming_a_message_topic_gets_its_event_id(broker, sandbox, worker):
+    name = f"cart_abandoned_{uuid.uuid4().hex[:6]}"
+    customers = [f"C-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    uids = [uid_for(0, False) for _ in customers]
+    records = []
+    for template, customer, uid in zip((2048, 2049), customers, uids):
+        record = trigger(customer, 0, uid)
+        # two templates: two groups, sent concurrently, both naming the same new topic
+        record["maac"] = {"template_id": template, "event_name": name}
+        records.append(record)
+    send_triggers(broker, records)
+    [first] = wait_until(lambda: maac_calls_for(sandbox, uids[0]), 60, what="first push")
+    [second] = wait_until(lambda: maac_calls_for(sandbox, uids[1]), 60, what="second push")
+    topics = httpx.get(f"{sandbox.url}/maac/openapi/v1/event/", timeout=10, headers={
+        "Authorization": f"Bearer {sandbox.credentials()['MAAC_TOKEN']}"}).json()["results"]
+    [topic] = [t for t in topics if t["name"] == name]
+    assert first["body"]["event_id"] == second["body"]["event_id"] == topic["id"]
+    creates = [c for c in sandbox.calls("maac")
+               if c["method"] == "POST" and c["path"].endswith("/event/")
+               and (c.get("body") or {}).get("name") == name]
+    assert len(creates) == 1  # looked up or created once, then cached

@@ -276,3 +276,47 @@ def test_event_id_of_reads_params_payload_and_topic_cache():
     maac._TOPIC_CACHE[("http://maac.test", "cart")] = 12
     assert maac.event_id_of(delivery({"event_name": "cart"}, env), "http://maac.test") == 12
     assert maac.event_id_of(delivery({}, env)) is None
+
+
+async def test_concurrent_chunks_create_a_named_topic_once():
+    import asyncio
+
+    maac._TOPIC_CACHE.clear()
+    created = []
+
+    async def send(req, *ids):
+        await asyncio.sleep(0)
+        if req.path == maac.EVENT_PATH and req.method == "GET":
+            return Reply(200, {}, {"results": [{"id": 5, "name": n} for n in created]})
+        if req.path == maac.EVENT_PATH:
+            created.append(req.json["name"])
+            return Reply(201, {}, {"id": 5, "name": req.json["name"]})
+        return Reply(200, {}, {"id": 1, "result": "success"})
+
+    ids = await asyncio.gather(*(maac.ensure_topic(send, CONFIG, "spring") for _ in range(3)))
+    assert ids == [5, 5, 5] and created == ["spring"]
+
+
+async def test_topic_created_by_another_worker_is_found_after_a_400():
+    maac._TOPIC_CACHE.clear()
+    lists = iter([[], [{"id": 8, "name": "t"}]])
+
+    async def send(req, *ids):
+        if req.method == "GET":
+            return Reply(200, {}, {"results": next(lists)})
+        return Reply(400, {}, {"detail": "A message topic with this name already exists"})
+
+    assert await maac.ensure_topic(send, CONFIG, "t") == 8
+
+
+async def test_topic_limit_reached_is_a_permanent_failure():
+    maac._TOPIC_CACHE.clear()
+
+    async def send(req, *ids):
+        if req.method == "GET":
+            return Reply(200, {}, {"results": []})
+        return Reply(400, {}, {"detail": "At most 1000 message topics per account"})
+
+    with pytest.raises(maac.TopicUnavailable) as err:
+        await maac.ensure_topic(send, CONFIG, "new")
+    assert err.value.result.status == "failed"

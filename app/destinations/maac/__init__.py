@@ -204,15 +204,12 @@ def _split_unreachable(items: Sequence[Any]) -> tuple[list[int], dict[int, ItemR
 
 
 _TOPIC_CACHE: dict[tuple[str, str], int] = {}
+# One look-up per name at a time: concurrent chunks naming the same new topic must not both
+# create it (MAAC refuses a second topic with the same name).
+_TOPIC_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
 
 
-async def ensure_topic(send: Send, config: Any, name: str, max_pages: int = 20) -> int:
-    """The id of the MAAC message topic called `name`, created if missing; cached per process.
-
-    Raises `TopicUnavailable` (carrying the ItemResult to report) when MAAC can't answer."""
-    key = (getattr(config, "base_url", ""), name)
-    if key in _TOPIC_CACHE:
-        return _TOPIC_CACHE[key]
+async def _find_topic(send: Send, name: str, max_pages: int) -> int | None:
     path: str | None = EVENT_PATH
     for _ in range(max_pages):
         if not path:
@@ -224,15 +221,38 @@ async def ensure_topic(send: Send, config: Any, name: str, max_pages: int = 20) 
         entries = body.get("results", []) if isinstance(body, Mapping) else body
         for entry in entries if isinstance(entries, list) else []:
             if isinstance(entry, Mapping) and entry.get("name") == name and "id" in entry:
-                _TOPIC_CACHE[key] = int(entry["id"])
-                return _TOPIC_CACHE[key]
+                return int(entry["id"])
         path = body.get("next") if isinstance(body, Mapping) else None
-    reply = await send(HttpRequest("POST", EVENT_PATH, json={"name": name}))
-    if not reply.ok or not isinstance(reply.body, Mapping) or "id" not in reply.body:
-        raise TopicUnavailable(classify(reply) if not reply.ok
-                               else ItemResult("retry", "topic_create_unparsed", reply.status))
-    _TOPIC_CACHE[key] = int(reply.body["id"])
-    return _TOPIC_CACHE[key]
+    return None
+
+
+async def ensure_topic(send: Send, config: Any, name: str, max_pages: int = 20) -> int:
+    """The id of the MAAC message topic called `name`, created if missing; cached per process
+    (MAAC allows 1,000 topics per account, so the cache stays small).
+
+    Raises `TopicUnavailable` (carrying the ItemResult to report) when MAAC can't answer, or
+    refuses to create it (e.g. the account already has 1,000 topics)."""
+    key = (getattr(config, "base_url", ""), name)
+    if key in _TOPIC_CACHE:
+        return _TOPIC_CACHE[key]
+    async with _TOPIC_LOCKS.setdefault(key, asyncio.Lock()):
+        if key in _TOPIC_CACHE:
+            return _TOPIC_CACHE[key]
+        found = await _find_topic(send, name, max_pages)
+        if found is None:
+            reply = await send(HttpRequest("POST", EVENT_PATH, json={"name": name}))
+            if reply.status == 400:  # another worker may have created it meanwhile
+                found = await _find_topic(send, name, max_pages)
+                if found is None:
+                    raise TopicUnavailable(classify(reply))
+            elif not reply.ok or not isinstance(reply.body, Mapping) or "id" not in reply.body:
+                raise TopicUnavailable(classify(reply) if not reply.ok
+                                       else ItemResult("retry", "topic_create_unparsed",
+                                                       reply.status))
+            else:
+                found = int(reply.body["id"])
+        _TOPIC_CACHE[key] = found
+        return found
 
 
 class TopicUnavailable(Exception):
