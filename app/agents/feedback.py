@@ -142,8 +142,6 @@ def install(relay: Relay) -> None:
                                          delivery)
             if batch:
                 await settler.settle(batch)
-            else:
-                await relay.app.producer.flush()
 
     if poll_s > 0 and maac_config.base_url:
         state: dict = {"sender": None, "last": {}}
