@@ -72,7 +72,12 @@ class Observed:
             if record.get("status") == "retrying":
                 self.retries += 1
             elif record.get("delivery_id"):
-                self.final.setdefault(record["delivery_id"], record.get("status", ""))
+                # A copy skipped as a duplicate says nothing about how the delivery itself ended.
+                status = record.get("status", "")
+                if status == "duplicate_skipped":
+                    self.final.setdefault(record["delivery_id"], status)
+                else:
+                    self.final[record["delivery_id"]] = status
                 if record.get("reason") == "ambiguous_after_crash":
                     self.ambiguous += 1
 
@@ -218,6 +223,7 @@ def figures(cfg: ChaosConfig, tracker: Tracker, observed: Observed, sandbox, dlq
                     f"{rate['max_per_s']:.0f} of {rate['limit_per_s']:.0f} per s")
     out["lost"] = len(lost_deliveries) + len(tracker.unaccounted())
     out["duplicates"] = len(repeats) - len(air_repeats)
-    out["_lost_examples"] = lost_deliveries[:5] + tracker.unaccounted()[:5]
+    out["_lost_examples"] = ([f"{d} ({observed.final.get(d)})" for d in lost_deliveries[:5]]
+                             + tracker.unaccounted()[:5])
     out["_duplicate_examples"] = [d for d in repeats if d not in air_repeats][:5]
     return out

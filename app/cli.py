@@ -212,6 +212,7 @@ def cmd_chaos(args) -> int:
                       fault_rate=args.fault_rate, replay=not args.no_replay)
     if args.quick:
         cfg.events, cfg.kills, cfg.outage_s = min(cfg.events, 800), min(cfg.kills, 1), 5.0
+        cfg.deadline_s = 360.0
     result = asyncio.run(run_chaos(settings, cfg, say=lambda m: print(f"# {m}", flush=True)))
     for name, value in result.items():
         if not name.startswith("_"):

@@ -60,6 +60,7 @@ class Settings:
     retry_max_s: float = 5.0
     request_timeout_s: float = 10.0
     topic_retry_max: int = 5
+    resend_idempotent_after_crash: bool = False
     breaker_threshold: int = 20
     breaker_cooldown_s: float = 30.0
     emit_outcomes: bool = True
@@ -247,6 +248,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", 10.0, 0.1, 300.0),
         topic_retry_max=_int(env, "TOPIC_RETRY_MAX", 5, 0, 100),
         breaker_threshold=_int(env, "BREAKER_THRESHOLD", 20, 1, 100000),
+        resend_idempotent_after_crash=_bool(env, "RESEND_IDEMPOTENT_AFTER_CRASH", False),
         breaker_cooldown_s=_float(env, "BREAKER_COOLDOWN_S", 30.0, 0.1, 3600.0),
         emit_outcomes=_bool(env, "EMIT_OUTCOMES", True),
         group_instance_id=env.get("GROUP_INSTANCE_ID", "").strip(),

@@ -83,7 +83,8 @@ class Settler:
                                  delivery_id=delivery["delivery_id"], event_id=delivery["event_id"])
                 continue
             event_of[delivery["delivery_id"]] = event
-            if status == SENDING and not self._idempotent(delivery):
+            if status == SENDING and not (relay.settings.resend_idempotent_after_crash
+                                          and self._idempotent(delivery)):
                 # Never risk messaging a person twice: an operator decides (relay dlq redrive).
                 await self.finish(Outcome(delivery, "failed", AMBIGUOUS), in_lane)
                 continue
@@ -108,8 +109,8 @@ class Settler:
         for outcome in results:
             bind_event(event_of[outcome.delivery_id])
             await self.record(outcome, in_lane)
-        # No flush here: the outcomes become durable before the offsets are committed, and a
-        # crash before that finds the 'sending' intent, which never resends a message.
+        # No flush here: outcomes become durable before offsets are committed (Faust flushes
+        # first), and the next batch's intent flush carries them too.
         return results
 
     def _idempotent(self, delivery: dict) -> bool:
