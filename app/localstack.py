@@ -59,6 +59,13 @@ class WorkerProcess:
                 await asyncio.sleep(0.25)
         raise TimeoutError(f"worker not ready after {timeout_s:.0f}s; see {self.log_path}")
 
+    def dump_tasks(self) -> bool:
+        """SIGUSR2: the worker logs every asyncio task's stack (app.diagnostics)."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGUSR2)
+            return True
+        return False
+
     def kill(self) -> None:
         """SIGKILL: the crash the delivery guarantees must survive."""
         if self.proc and self.proc.poll() is None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import faust
 import structlog
 from faust.sensors import Sensor
 from prometheus_client import REGISTRY
@@ -33,6 +34,7 @@ from prometheus_client import REGISTRY
 from app import metrics
 from app.agents.context import Relay
 from app.config import DESTINATIONS
+from app.diagnostics import install_task_dump
 
 log = structlog.get_logger(__name__)
 
@@ -144,6 +146,10 @@ def install(relay: Relay) -> None:
     for dest in DESTINATIONS:
         metrics.RETRY_DEPTH.labels(dest).set(0)
 
+    @app.task
+    async def diagnostics_on_signal() -> None:
+        install_task_dump(lambda: consumer_state(app))
+
     @app.timer(LAG_INTERVAL_S, name="ops-lag")
     async def measure_lag() -> None:
         if app.rebalancing:
@@ -152,3 +158,35 @@ def install(relay: Relay) -> None:
             meter.export()
         except Exception as exc:  # never let a metrics bug take the worker down
             log.warning("ops.lag_failed", error=type(exc).__name__)
+
+
+def consumer_state(app: faust.App) -> dict[str, object]:
+    """What decides whether the consumer fetches: flow, assignment, paused partitions."""
+    consumer = app.consumer
+
+    def names(tps) -> list[str]:
+        return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)
+    return {"rebalancing": app.rebalancing, "flow_active": consumer.flow_active,
+            "assigned": len(consumer.assignment()),
+            "active": len(consumer._get_active_partitions()),
+            "paused": names(consumer._paused_partitions),
+            "buffered": names(getattr(consumer, "_buffered_partitions", ())),
+            "generation": app.consumer_generation_id,
+            "behind": partitions_behind(consumer)}
+
+
+def partitions_behind(consumer) -> dict[str, dict]:
+    """Offsets of each assigned partition whose committed offset trails the broker's end: where
+    a stuck partition shows whether it is fetched, read, acknowledged or committed."""
+    behind = {}
+    for tp in consumer.assignment():
+        high, committed = consumer.highwater(tp), consumer._committed_offset.get(tp)
+        if high is None or committed is None or committed >= high:
+            continue
+        acked = consumer._acked.get(tp) or []
+        behind[f"{tp.topic}/{tp.partition}"] = {
+            "committed": committed, "highwater": high, "read": consumer._read_offset.get(tp),
+            "acked": len(acked), "acked_min": min(acked, default=None),
+            "gaps": len(consumer._gap.get(tp) or ()),
+            "unacked": sum(1 for m in consumer._unacked_messages if m.tp == tp)}
+    return behind
