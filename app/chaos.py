@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.accounting import Tracker
-from app.broker import EmbeddedBroker, free_port
+from app.broker import EmbeddedBroker, free_port, true_end_offsets
 from app.catalog import bootstrap_of, create_topics, load_catalog
 from app.config import Settings
 from app.localstack import (
@@ -99,10 +99,11 @@ async def run_chaos(settings: Settings, cfg: ChaosConfig, say=print) -> dict[str
                       air_outbound=publisher, max_calls=20_000)
     tracker, observed, stop = Tracker(), Observed(), asyncio.Event()
     started = time.monotonic()
+    say(f"logs in {workdir}")
     try:
         await create_topics(bootstrap, load_catalog(settings))
         await sandbox.start()
-        env = base_env(broker.url, sandbox.credentials(), LOG_LEVEL="warning",
+        env = base_env(broker.url, sandbox.credentials(), LOG_LEVEL="info",
                        RETRY_BASE_S="0.05", RETRY_MAX_S="0.5", REQUEST_TIMEOUT_S="2",
                        BREAKER_COOLDOWN_S="3", TOPIC_RETRY_MAX="30")
 
@@ -141,7 +142,7 @@ async def run_chaos(settings: Settings, cfg: ChaosConfig, say=print) -> dict[str
                 worker = new_worker()
                 await worker.wait_ready(90)
             await asyncio.sleep(0.3)
-        await wait_done(tracker, started + cfg.deadline_s, "first pass")
+        await wait_done(tracker, started + cfg.deadline_s, "first pass", worker, say, bootstrap)
         sandbox.clear_faults()
         if cfg.replay:
             replayed = 0
@@ -150,7 +151,7 @@ async def run_chaos(settings: Settings, cfg: ChaosConfig, say=print) -> dict[str
                 tracker.expect(summary.origins)
                 replayed += summary.sent
             say(f"replayed {replayed} ingress records without --resend")
-            await wait_done(tracker, started + cfg.deadline_s, "replay")
+            await wait_done(tracker, started + cfg.deadline_s, "replay", worker, say, bootstrap)
         await settle_deliveries(observed, started + cfg.deadline_s)
         await sandbox.drain()
         stop.set()
@@ -166,9 +167,39 @@ async def run_chaos(settings: Settings, cfg: ChaosConfig, say=print) -> dict[str
         broker.stop()
 
 
-async def wait_done(tracker: Tracker, deadline: float, what: str) -> None:
+STALL_S = 60.0
+
+
+async def wait_done(tracker: Tracker, deadline: float, what: str,
+                    worker: WorkerProcess | None = None, say=print, bootstrap=None) -> None:
+    """Wait until every expected record is accounted for. When nothing moves for `STALL_S`,
+    ask the worker for a task dump (SIGUSR2) once and say, per partition, which records are
+    missing next to the broker's log end, so a stuck run leaves its explanation."""
+    progress, moved_at, dumped = -1, time.monotonic(), False
     while not tracker.done and time.monotonic() < deadline:
+        seen = len(tracker.ingress) + len(tracker.final) + len(tracker.routed)
+        if seen != progress:
+            progress, moved_at = seen, time.monotonic()
+        elif not dumped and worker and time.monotonic() - moved_at > STALL_S:
+            dumped = worker.dump_tasks()
+            say(f"{what}: no progress for {STALL_S:.0f}s; task dump in {worker.log_path}")
+            if bootstrap:
+                for line in await missing_by_partition(tracker.unaccounted(), bootstrap):
+                    say(f"{what}: {line}")
         await asyncio.sleep(0.5)
+
+
+async def missing_by_partition(origins: list[str], bootstrap) -> list[str]:
+    """`topic/partition: N unaccounted from offset O; broker log end E` per partition."""
+    from aiokafka import TopicPartition
+
+    by_tp: dict[TopicPartition, list[int]] = {}
+    for origin in origins:
+        topic, partition, offset = origin.rsplit("/", 2)
+        by_tp.setdefault(TopicPartition(topic, int(partition)), []).append(int(offset))
+    ends = await true_end_offsets(bootstrap, {tp: 1 for tp in by_tp})
+    return [f"{tp.topic}/{tp.partition}: {len(offsets)} unaccounted from offset {min(offsets)}; "
+            f"broker log end {ends.get(tp)}" for tp, offsets in sorted(by_tp.items())]
 
 
 async def settle_deliveries(observed: Observed, deadline: float) -> None:
