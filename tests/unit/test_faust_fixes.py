@@ -1,0 +1,73 @@
+"""Resuming streams after a rebalance: flow control (which empties the stream queues) must resume
+before the seek to committed offsets, or records fetched in between are dropped for good."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from faust.tables.recovery import Recovery
+
+from app.faust_fixes import install_resume_order_fix
+
+
+class Calls(list):
+    def recorder(self, name, result=None):
+        def call(*args, **kwargs):
+            self.append(name)
+            return result
+        return call
+
+
+def fake_recovery(calls: Calls, generation: int = 3):
+    async def perform_seek():
+        calls.append("perform_seek")
+
+    async def send():
+        calls.append("on_rebalance_complete")
+
+    async def maybe_start():
+        calls.append("fetcher.maybe_start")
+
+    async def wait(coro, timeout=None):
+        return await coro
+
+    consumer = SimpleNamespace(
+        assignment=lambda: {("events.normalized", 0), ("loyalty-relay-ledger-changelog", 0)},
+        resume_partitions=lambda tps: calls.append(("resume_partitions", sorted(tps))),
+        perform_seek=perform_seek, resume_flow=calls.recorder("resume_flow"))
+    app = SimpleNamespace(
+        consumer=consumer, consumer_generation_id=generation,
+        on_rebalance_complete=SimpleNamespace(send=send),
+        flow_control=SimpleNamespace(resume=calls.recorder("flow_control.resume")),
+        conf=SimpleNamespace(broker_request_timeout=30), _fetcher=SimpleNamespace(
+            maybe_start=maybe_start), on_rebalance_end=calls.recorder("on_rebalance_end"))
+    log = SimpleNamespace(info=lambda *a, **k: None, warning=calls.recorder("warning"))
+    app.assignor = SimpleNamespace(assigned_standbys=lambda: set())
+    tables = SimpleNamespace(on_actives_ready=lambda: None, on_standbys_ready=lambda: None,
+                             values=lambda: [])
+    return SimpleNamespace(
+        app=app, log=log, tables=tables, _wait=wait, actives_for_table={},
+        standbys_for_table={}, _set_recovery_ended=calls.recorder("recovery_ended"),
+        _is_changelog_tp=lambda tp: tp[0].endswith("-changelog"),
+        completed=SimpleNamespace(set=calls.recorder("completed")))
+
+
+@pytest.mark.parametrize("method", ["_resume_streams", "on_recovery_completed"])
+async def test_flow_control_resumes_before_the_seek(method):
+    install_resume_order_fix()
+    calls = Calls()
+    await getattr(Recovery, method)(fake_recovery(calls), generation_id=3)
+    assert calls.index("flow_control.resume") < calls.index("perform_seek")
+    assert calls.index("perform_seek") < calls.index("resume_flow")
+    assert ("resume_partitions", [("events.normalized", 0)]) in calls  # changelogs stay paused
+    assert calls[-1] == "on_rebalance_end"
+
+
+@pytest.mark.parametrize("method", ["_resume_streams", "on_recovery_completed"])
+async def test_a_newer_rebalance_leaves_the_streams_alone(method):
+    install_resume_order_fix()
+    calls = Calls()
+    await getattr(Recovery, method)(fake_recovery(calls, generation=4), generation_id=3)
+    assert "perform_seek" not in calls and "resume_flow" not in calls
+    assert "warning" in calls
