@@ -258,6 +258,11 @@ def test_many_customers_one_template_go_as_multicast_with_per_user_failures(
         assert accepted.get(delivery_id(record), 0) == expected
 
 
+def profile_identifiers(worker, customer: str) -> dict:
+    reply = httpx.get(f"{worker.url}/profiles/customer_id/{customer}", timeout=5)
+    return reply.json().get("identifiers", {}) if reply.status_code == 200 else {}
+
+
 def test_line_bound_reaches_the_identity_graph_and_insider(broker, sandbox, worker):
     event_id = RNG.randint(50_000, 59_999)
     customer = f"C-{uuid.uuid4().hex[:8]}"
@@ -269,7 +274,9 @@ def test_line_bound_reaches_the_identity_graph_and_insider(broker, sandbox, work
     wait_until(lambda: any(a.get("line_reachable") is True and a.get("line_bound") is True
                            for a in custom_attrs(sandbox, customer)), 60,
                what="Insider line_bound attribute")
-    time.sleep(1.0)  # the route stage has merged the binding into the customer's identities
+    # the feedback path and the identity graph are separate streams: wait for the graph too
+    wait_until(lambda: "line_uid" in profile_identifiers(worker, customer), 60,
+               what="the binding in the customer's profile")
     send_triggers(broker, [trigger(customer, event_id)])  # the trigger carries no LINE uid
     [push] = wait_until(lambda: maac_calls_for(sandbox, uid), 60,
                         what="a push to the bound LINE uid")
