@@ -86,3 +86,40 @@ def install_resume_order_fix() -> None:
     cls._resume_streams = _resume_streams
     cls.on_recovery_completed = on_recovery_completed
     cls._relay_resume_order_fix = True
+
+
+def install_complete_flush_fix() -> None:
+    """Make Faust's commit wait for every buffered table write, not just 0.1 s per write.
+
+    Table writes (changelog records) wait in `ProducerBuffer` until its task hands them to the
+    producer. Before committing offsets Faust flushes that buffer, but `flush()` gives up as soon
+    as one hand-over takes longer than 0.1 s, which happens exactly when the producer is busy
+    ("producer buffer full"). Offsets could then be committed ahead of the ledger, index and
+    retry-lane writes of the events they cover, and a crash would forget those writes. The fixed
+    flush returns only when the buffer is empty and nothing is half-way to the producer."""
+    from faust.transport.producer import ProducerBuffer
+
+    if getattr(ProducerBuffer, "_relay_complete_flush_fix", False):
+        return
+    send_pending = ProducerBuffer._send_pending
+
+    async def _send_pending(self: Any, fut: Any) -> None:
+        self._relay_in_flight = getattr(self, "_relay_in_flight", 0) + 1
+        try:
+            await send_pending(self, fut)
+        finally:
+            self._relay_in_flight -= 1
+
+    async def flush(self: Any) -> None:
+        while self.size or getattr(self, "_relay_in_flight", 0):
+            if self.state != "running" and self.size:
+                raise RuntimeError("Cannot flush: Producer not Running")
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+            except asyncio.TimeoutError:
+                continue
+
+    ProducerBuffer._send_pending = _send_pending
+    ProducerBuffer.flush = flush
+    ProducerBuffer._relay_complete_flush_fix = True

@@ -14,7 +14,7 @@ from app.agents import feedback, identity, ingress, ops, route, sinks
 from app.agents.context import Relay
 from app.catalog import load_catalog
 from app.config import Settings
-from app.faust_fixes import install_resume_order_fix
+from app.faust_fixes import install_complete_flush_fix, install_resume_order_fix
 from app.routing import load_rules
 
 STAGES = (ingress, identity, route, sinks, feedback, ops)
@@ -23,6 +23,7 @@ STAGES = (ingress, identity, route, sinks, feedback, ops)
 def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     """Build the relay's Faust app. `trace_ids` adds delivery ids to bodies (sandbox only)."""
     install_resume_order_fix()
+    install_complete_flush_fix()
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,

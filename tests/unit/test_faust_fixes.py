@@ -3,6 +3,7 @@ before the seek to committed offsets, or records fetched in between are dropped 
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import pytest
@@ -71,3 +72,29 @@ async def test_a_newer_rebalance_leaves_the_streams_alone(method):
     await getattr(Recovery, method)(fake_recovery(calls, generation=4), generation_id=3)
     assert "perform_seek" not in calls and "resume_flow" not in calls
     assert "warning" in calls
+
+
+async def test_flush_waits_for_every_buffered_write_even_when_each_hand_over_is_slow():
+    from faust.transport.producer import ProducerBuffer
+
+    from app.faust_fixes import install_complete_flush_fix
+
+    install_complete_flush_fix()
+    handed_over = []
+
+    class SlowChannel:
+        async def publish_message(self, fut, wait=False):
+            await asyncio.sleep(0.15)  # longer than Faust's 0.1 s patience per write
+            handed_over.append(fut)
+
+    buffer = ProducerBuffer()
+    buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))
+    await buffer.start()
+    try:
+        for i in range(4):
+            buffer.put(SimpleNamespace(message=SimpleNamespace(channel=SlowChannel()), i=i))
+        await buffer.flush()
+        assert [fut.i for fut in handed_over] == [0, 1, 2, 3]
+        assert buffer.size == 0
+    finally:
+        await buffer.stop()
