@@ -133,6 +133,39 @@ async def read_topic(bootstrap: str | list[str], topics: list[str],
         await consumer.stop()
 
 
+async def read_raw(bootstrap: str | list[str], topics: list[str],
+                   idle_timeout_s: float) -> AsyncIterator[tuple[str, bytes | None, bytes | None]]:
+    """Yield (topic, key bytes, value bytes) from the beginning of those of `topics` that exist,
+    until they stay quiet for `idle_timeout_s`. Missing topics are skipped rather than subscribed
+    to, so reading never auto-creates one (e.g. a table changelog the worker will create with
+    its own partition count)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                metadata_max_age_ms=2000)
+    await consumer.start()
+    try:
+        known = await consumer.topics()
+        existing = [t for t in topics if t in known]
+        if not existing:
+            return
+        consumer.subscribe(existing)
+        quiet_since = time.monotonic()
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            if not batches:
+                if time.monotonic() - quiet_since > idle_timeout_s:
+                    return
+                continue
+            quiet_since = time.monotonic()
+            for tp, messages in batches.items():
+                for message in messages:
+                    yield tp.topic, message.key, message.value
+    finally:
+        await consumer.stop()
+
+
 class TopicPublisher:
     """An async callable publishing one JSON document per call to `topic`: the sandbox's
     `air_outbound` hook, so the AIR emulator's outbound events reach `air.outbound` as real AIR's
