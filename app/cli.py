@@ -270,14 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--dry-run", action="store_true")
     dlq.set_defaults(func=cmd_dlq)
 
-    export = sub.add_parser("export", help="a segment's members as a CSV for SessionM or Attentive")
+    export = sub.add_parser(
+        "export", help="a segment's members as a CSV for SessionM or Attentive",
+        description="A segment's members (latest audience.membership change = entered) with the "
+                    "identifiers the identity graph knows for their unified profile (read from the "
+                    "worker's identities and profiles changelogs of APP_ID), else the membership "
+                    "record's own; counts only on stderr.")
     export.add_argument("kind", choices=("sessionm-tags", "attentive-list"))
     export.add_argument("--segment", required=True, help="the segment (audience) id")
     export.add_argument("--out", default=None, help="file to write (default: stdout)")
     export.add_argument("--user-id", default="external", choices=("external", "sessionm"),
                         help="sessionm-tags: which id fills user_id (default: external id)")
     export.add_argument("--idle", type=float, default=3.0,
-                        help="seconds without new records that end the read of the topic")
+                        help="seconds without new records that end the read of each topic "
+                             "(memberships, then the identity graph's changelogs)")
     export.set_defaults(func=cmd_export)
 
     bench = sub.add_parser("bench", help="the benchmark; prints `name: value` lines")
