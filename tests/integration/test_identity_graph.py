@@ -45,7 +45,9 @@ routes:
     deliver:
       - destination: braze
         action: track_event
-        params: {name: line_opened, properties: {contact: "$.identities.email", first: "$.profile.attributes.first_name"}}
+        params:
+          name: line_opened
+          properties: {contact: "$.identities.email", first: "$.profile.attributes.first_name"}
 """
 
 
@@ -64,7 +66,7 @@ def test_line_uid_only_event_is_enriched_with_email_and_braze_id(broker, sandbox
          "braze_external_id": braze}, {"first_name": "Mei"})))
     wait_until(lambda: profile(worker, "line_uid", uid), 60, what="profile")
     masked = profile(worker, "email", email, admin=False)
-    assert masked["identifiers"]["email"] == [f"m***@example.com"]
+    assert masked["identifiers"]["email"] == ["m***@example.com"]
     assert email not in orjson.dumps(masked).decode() and "attributes" not in masked
     assert httpx.get(f"{worker.url}/profiles/email/nobody@example.com", timeout=5).status_code == 404
 
