@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import faust
 
-from app import web
+from app import fast_recovery, web
 from app.agents import feedback, identity, ingress, ops, route, sinks
 from app.agents.context import Relay
 from app.catalog import load_catalog
@@ -24,6 +24,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     """Build the relay's Faust app. `trace_ids` adds delivery ids to bodies (sandbox only)."""
     install_resume_order_fix()
     install_complete_flush_fix()
+    fast_recovery.install()
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,

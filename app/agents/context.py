@@ -20,6 +20,16 @@ from app.routing import Rule
 log = structlog.get_logger(__name__)
 
 
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """Memory bounds for every partition's RocksDB. Faust's defaults (64 MB x 3 write buffers
+    and a 2 GB block cache per partition database) let a worker with a few tables on a few
+    partitions grow past a gigabyte while it restores a large changelog."""
+    mb = 1024 * 1024
+    return {"write_buffer_size": settings.rocksdb_write_buffer_mb * mb,
+            "max_write_buffer_number": 2,
+            "block_cache_size": settings.rocksdb_block_cache_mb * mb}
+
+
 @dataclass
 class Relay:
     app: faust.App
@@ -43,6 +53,8 @@ class Relay:
 
     def table(self, name: str, **kwargs: Any):
         if name not in self.tables:
+            if self.settings.store.startswith("rocksdb"):
+                kwargs.setdefault("options", rocksdb_options(self.settings))
             self.tables[name] = self.app.Table(
                 name, default=None, partitions=self.settings.partitions, key_type=str, **kwargs)
         return self.tables[name]
