@@ -6,10 +6,11 @@ loyalty actions, audiences, identity updates, SessionM, MAAC results, 2 % invali
 
 Phases, all on the same broker (Tansu, in memory) and the same sandbox (its own process, so it
 does not take the driver's CPU; calls it keeps are capped):
-1. Profiles: `--profiles` identity records are written to the changelog of the worker's
-   `identities` table (the table the route stage enriches from) before the worker starts, so
-   the worker recovers them like a restarted production worker. `profiles_loaded` is the table's
-   size reported by the worker (`/_relay/tables`) when it became ready.
+1. Profiles: `--profiles` profiles of the identity graph (4 identifiers each) are written to
+   the changelogs of the worker's `profiles` and `identities` tables before the worker starts
+   (`app.bench_profiles`), so the worker restores them like a production worker on a new node
+   (`--store`, RocksDB by default). `worker_start_s` includes that restore; `profiles_loaded`
+   and `identifiers_loaded` are the tables' sizes reported by the worker when it became ready.
 2. Backlog: `--events` records are published to the ingress topics.
 3. `aiokafka_consume_per_s`: one plain aiokafka consumer reads the backlog and orjson-parses
    every value (in this process).
@@ -27,7 +28,9 @@ does not take the driver's CPU; calls it keeps are capped):
    destination / deliveries it accepted there (1/50 means 50 deliveries per request).
 6. Latency: the same worker, fed live at half of `pipeline_per_s` for `--latency-s` seconds;
    latency is the sandbox's accept time of each delivery minus the time its ingress record was
-   published (same clock). `worker_rss_mb` is VmRSS of the worker after this phase.
+   published (same clock). `worker_rss_mb` is VmRSS of the worker after this phase
+   (`worker_rss_mb_start`: right after the restore). `enrichment_per_s`: events through the
+   identity and profile stages (resolved, enriched, routed) per second in the backlog phase.
 7. `scaling_2_workers`: two workers of a fresh consumer group (profiles pre-loaded again) over
    the same ingress topics (the backlog plus the latency records); their accounted-events rate
    divided by `pipeline_per_s`.
@@ -54,6 +57,7 @@ from typing import Any
 import httpx
 import orjson
 
+from app import bench_profiles
 from app.accounting import FINAL, Tracker
 from app.bench_args import DEFAULT_EVENTS, DEFAULT_PROFILES
 from app.broker import EmbeddedBroker, free_port, true_end_offsets
@@ -80,52 +84,6 @@ def backlog(n: int, seed: int) -> list[tuple[str, bytes | None, bytes]]:
         out.extend(sample_records(min(CHUNK, n - len(out)), seed=chunk_seed, base_time=base))
         chunk_seed += 1
     return out
-
-
-def profile_records(n: int, partitions: int) -> list[tuple[int, bytes, bytes]]:
-    """(partition, key, value) changelog records of the identities table: customer key -> the
-    identities a profile knows. Keys `customer_id:C<100000+i>` cover the sample customers, so
-    events really get enriched. The table's keys are JSON strings; a record lives in the
-    partition of events.normalized its customer key hashes to (where the route agent writes it)."""
-    from aiokafka.partitioner import murmur2
-
-    out = []
-    for i in range(n):
-        cid = f"C{100000 + i}"
-        ckey = f"customer_id:{cid}"
-        partition = (murmur2(ckey.encode()) & 0x7FFFFFFF) % partitions
-        out.append((partition, orjson.dumps(ckey), orjson.dumps({
-            "customer_id": cid, "email": f"member{i}@example.com", "phone": f"+8869{i % 10**8:08d}",
-            "line_uid": f"U{i:032x}", "braze_external_id": cid,
-            "insider_uuid": f"00000000-0000-4000-8000-{i:012x}",
-        })))
-    return out
-
-
-async def preload_profiles(bootstrap: str, app_ids: list[str], partitions: int,
-                           profiles: list[tuple[int, bytes, bytes]]) -> None:
-    """Write profiles to `<app id>-identities-changelog`, which the worker recovers at start."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    topics = [f"{app_id}-identities-changelog" for app_id in app_ids]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
-                                max_batch_size=512 * 1024)
-    await producer.start()
-    try:
-        for topic in topics:
-            for start in range(0, len(profiles), 50_000):  # bounded memory in flight
-                futures = [await producer.send(topic, value=v, key=k, partition=p)
-                           for p, k, v in profiles[start:start + 50_000]]
-                await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 # --- reading relay.outcomes -------------------------------------------------------------------
@@ -185,6 +143,14 @@ class Follower:
             self.route_ts.setdefault(record.get("event_id", ""), ts)
         elif stage == "deliver" and status in FINAL:
             self.final_ts.setdefault(record.get("delivery_id", ""), ts)
+
+    def routed_rate(self) -> float:
+        """Events enriched and routed per second: routed events over the window from the first
+        ingress outcome to the last route outcome (broker times)."""
+        if not self.route_ts or not self.ingress_ts:
+            return 0.0
+        start = min(self.ingress_ts.values())
+        return len(self.route_ts) / max((max(self.route_ts.values()) - start) / 1000, 1e-3)
 
     def completed_at(self, origin: str) -> int:
         """Broker time (ms) at which the record's last outcome was written."""
@@ -433,19 +399,9 @@ async def run_bench(args) -> dict[str, Any]:
         app_ids = ["relay-bench-1"] + ([] if args.skip_scaling else ["relay-bench-2"])
 
         t = time.monotonic()
-        import importlib.util
-
-        graph = importlib.util.find_spec("app.identity") is not None
-        if graph and args.profiles:
-            # The identity graph (issue 3) keeps its own index/profile format in these tables;
-            # pre-loading it must go through identity.updates (not done yet): load nothing.
-            log("identity graph present: profile pre-load skipped (profiles_loaded says so)")
-            args.profiles = 0
-        profiles = profile_records(args.profiles, partitions)
-        await preload_profiles(bootstrap, app_ids, partitions, profiles)
-        del profiles
-        log(f"{args.profiles} profiles written for {len(app_ids)} group(s) in "
-            f"{time.monotonic() - t:.1f}s")
+        written = await bench_profiles.preload(bootstrap, app_ids, partitions, args.profiles)
+        log(f"{args.profiles} profiles ({written} changelog records) written for "
+            f"{len(app_ids)} group(s) in {time.monotonic() - t:.1f}s")
 
         records = backlog(args.events, seed=1000)
         t = time.monotonic()
@@ -468,7 +424,8 @@ async def run_bench(args) -> dict[str, Any]:
                      for d in DESTINATIONS}
 
         def worker_env(app_id: str) -> dict[str, str]:
-            return base_env(broker.url, creds, APP_ID=app_id, LOG_LEVEL="warning", **scale_env)
+            return base_env(broker.url, creds, APP_ID=app_id, LOG_LEVEL="warning",
+                            STORE=args.store, **scale_env)
 
         # -- one worker from the pre-loaded backlog
         follower = await Follower(bootstrap).start()
@@ -479,9 +436,11 @@ async def run_bench(args) -> dict[str, Any]:
         t = time.monotonic()
         await worker.wait_ready(timeout_s=120 + args.profiles / 1000)
         figures["worker_start_s"] = round(time.monotonic() - t, 1)
-        figures["profiles_loaded"] = await table_size(worker, "profiles" if graph else
-                                                      "identities") or 0
-        log(f"worker ready; identities table holds {figures['profiles_loaded']}")
+        figures["profiles_loaded"] = await table_size(worker, "profiles") or 0
+        figures["identifiers_loaded"] = await table_size(worker, "identities") or 0
+        figures["worker_rss_mb_start"] = round(rss_mb(worker.proc.pid), 1)
+        log(f"worker ready; {figures['profiles_loaded']} profiles, "
+            f"{figures['identifiers_loaded']} identifiers")
         profiler = None
         if args.profile:
             profiler = subprocess.Popen(
@@ -501,6 +460,7 @@ async def run_bench(args) -> dict[str, Any]:
         phase = diff_totals(after, before)
         delivered = sum(row["deliveries"] for row in phase.values())
         figures["pipeline_per_s"] = round(rate)
+        figures["enrichment_per_s"] = round(follower.routed_rate())
         figures["pipeline_deliveries_per_s"] = round(delivered / max(end - start, 1e-3))
         figures["pipeline_vs_faust"] = round(rate / max(figures["faust_consume_only_per_s"], 1), 3)
         figures["pipeline_duplicates"] = sum(row["duplicates"] for row in phase.values())
@@ -529,8 +489,7 @@ async def run_bench(args) -> dict[str, Any]:
         figures["latency_p50_ms"] = round(percentile(lat, 50), 1)
         figures["latency_p99_ms"] = round(percentile(lat, 99), 1)
         figures["worker_rss_mb"] = round(rss_mb(worker.proc.pid), 1)
-        figures["profiles_table_end"] = await table_size(worker, "profiles" if graph else
-                                                         "identities") or 0
+        figures["profiles_table_end"] = await table_size(worker, "profiles") or 0
         await follower.stop()
         await asyncio.to_thread(worker.stop)
 

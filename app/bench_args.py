@@ -12,7 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=None,
                         help=f"ingress records in the backlog (default {DEFAULT_EVENTS})")
     parser.add_argument("--profiles", type=int, default=None,
-                        help=f"profiles pre-loaded in the identities table (default {DEFAULT_PROFILES})")
+                        help=f"profiles pre-loaded in the identity graph (default {DEFAULT_PROFILES})")
+    parser.add_argument("--store", default="rocksdb://", choices=("rocksdb://", "memory://"),
+                        help="the workers' table store (default rocksdb://, as in production)")
     parser.add_argument("--quick", action="store_true", help="a tiny run (smoke test)")
     parser.add_argument("--skip-scaling", action="store_true", help="no two-worker phase")
     parser.add_argument("--latency-s", type=float, default=20.0,
