@@ -560,6 +560,41 @@ def marketing_optin(data: Mapping) -> bool | None:
     return found
 
 
+OPTIN_META = {"type", "channel", "name", "id", "value", "date", "updated", "updated_at",
+              "date_updated", "last_updated", "source"}
+
+
+def channel_optins(data: Mapping) -> dict[str, bool]:
+    """Every opt-in flag of `communication[].optin` by name (`marketing`, `sms`, `email`, ...),
+    so consent can be kept per channel (app/safety/consent.py). Entries may be flag maps
+    (`{"optin": {"sms": true}}`) or one channel each (`{"type": "SMS", "optin": "Y"}`); when
+    entries disagree the opt-out wins, the safe reading."""
+    found: dict[str, bool] = {}
+    raw = first(data, "communication", "communications", "optin", default=[])
+    for item in as_list(raw) if not isinstance(raw, Mapping) else [raw]:
+        if not isinstance(item, Mapping):
+            continue
+        optin = item.get("optin", item)
+        if isinstance(optin, Mapping):
+            pairs = [(snake_case(k), boolean(v)) for k, v in optin.items()]
+        else:
+            pairs = [(snake_case(first(item, "channel", "type", "name")) or "marketing",
+                      boolean(optin))]
+        for name, value in pairs:
+            if name and name not in OPTIN_META and value is not None:
+                found[name] = found.get(name, True) and value
+    return found
+
+
+def optin_attributes(consumer: Mapping) -> dict:
+    """`marketing_optin` plus one `<channel>_optin` attribute per named opt-in flag."""
+    out = {f"{name}_optin": value for name, value in (consumer.get("optins") or {}).items()
+           if name != "marketing"}
+    if "marketing_optin" in consumer:
+        out["marketing_optin"] = consumer["marketing_optin"]
+    return out
+
+
 def consumer_of(value: Mapping, ids: Identities) -> dict:
     data = parse_body(value.get("data"))
     data = data if isinstance(data, dict) else {}
@@ -590,13 +625,14 @@ def consumer_of(value: Mapping, ids: Identities) -> dict:
         "friendly_name": text(value.get("friendlyName")),
         "contacts": contacts,
         "marketing_optin": marketing_optin(data),
+        "optins": channel_optins(data),
     })
 
 
 def consumer_attributes(consumer: Mapping) -> dict:
     return drop_empty({k: consumer.get(k) for k in (
         "name", "first_name", "last_name", "birth_date", "gender", "language")}) | (
-        {"marketing_optin": consumer["marketing_optin"]} if "marketing_optin" in consumer else {})
+        optin_attributes(consumer))
 
 
 def tier_id(raw: Any) -> str | None:
@@ -795,8 +831,7 @@ def programme_joined(doc: AirDoc) -> Result:
     })
     attributes = drop_empty({"member_since": occurred, "tier": tier["tier_after"]})
     attributes.update(_points_attr(doc))
-    if "marketing_optin" in consumer:
-        attributes["marketing_optin"] = consumer["marketing_optin"]
+    attributes.update(optin_attributes(consumer))
     return "loyalty.programme.joined", payload, attributes
 
 
