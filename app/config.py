@@ -48,6 +48,7 @@ class Settings:
     routes_file: str = str(TOPICS_DIR / "routes.yaml")
     catalog_file: str = str(TOPICS_DIR / "catalog.yaml")
     segments_file: str = str(TOPICS_DIR / "segments.yaml")
+    messaging_file: str = str(TOPICS_DIR / "messaging.yaml")
     log_level: str = "info"
     default_region: str = "TW"
     air_customer_identity: str = "CUSTOMER_ID"
@@ -221,6 +222,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     from app.destinations.sessionm.segments import load_segments
 
     load_segments(segments_file)  # ConfigError naming the segment when it is wrong
+    messaging_file = _file("MESSAGING_FILE", env.get("MESSAGING_FILE", "") or Settings.messaging_file)
+    from app.safety.policy import load_policy
+
+    load_policy(messaging_file)  # ConfigError naming the channel, action or cap when it is wrong
     wallet_fallback = env.get("WALLET_FALLBACK", "send").strip().lower() or "send"
     if wallet_fallback not in {"send", "retry"}:
         raise ConfigError(f"WALLET_FALLBACK must be send or retry, got {wallet_fallback!r}")
@@ -263,6 +268,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rocksdb_block_cache_mb=_int(env, "ROCKSDB_BLOCK_CACHE_MB", 16, 1, 65536),
         profile_attributes=_names(env, "PROFILE_ATTRIBUTES", Settings.profile_attributes),
         segments_file=segments_file,
+        messaging_file=messaging_file,
         wallet_cache_s=_float(env, "WALLET_CACHE_S", 30.0, 0.0, 3600.0),
         wallet_concurrency=_int(env, "WALLET_CONCURRENCY", 8, 1, 256),
         wallet_timeout_s=_float(env, "WALLET_TIMEOUT_S", 2.0, 0.1, 60.0),

@@ -2,6 +2,10 @@
 
 A new journey is a rule in `topics/routes.yaml`, not code. Rules are validated when loaded, so a
 typo stops start-up with a message naming the rule instead of silently routing nothing.
+
+A target that messages a person may declare its `channel` (app.safety.CHANNELS) and `purpose`
+(marketing or transactional); `plan` copies them into the delivery, where they override the
+action's default from topics/messaging.yaml (app/safety/policy.py `message_kind`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import yaml
 
 from app.config import ConfigError
 from app.destinations.mapping import get_path
+from app.safety import CHANNELS, PURPOSES
 
 _OPERATORS = {
     "equals": lambda v, x: v == x or (v is not None and str(v) == str(x)),
@@ -41,6 +46,8 @@ class Target:
     destination: str
     action: str
     params: Mapping[str, Any]
+    channel: str | None = None
+    purpose: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,17 @@ def _condition(rule: str, spec: Mapping[str, Any]) -> Callable[[Mapping[str, Any
     return lambda env: op(get_path(env, path), expected)
 
 
+def _message_kind(rule: str, target: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    channel, purpose = target.get("channel"), target.get("purpose")
+    if channel is not None and channel not in CHANNELS:
+        raise ConfigError(f"ROUTES_FILE rule {rule!r}: channel must be one of {list(CHANNELS)}, "
+                          f"got {channel!r}")
+    if purpose is not None and purpose not in PURPOSES:
+        raise ConfigError(f"ROUTES_FILE rule {rule!r}: purpose must be one of {list(PURPOSES)}, "
+                          f"got {purpose!r}")
+    return channel, purpose
+
+
 def parse_rules(doc: Any, known: Callable[[str, str], bool] | None = None) -> list[Rule]:
     if not isinstance(doc, Mapping) or not isinstance(doc.get("routes"), list):
         raise ConfigError("ROUTES_FILE must hold a 'routes' list")
@@ -90,7 +108,8 @@ def parse_rules(doc: Any, known: Callable[[str, str], bool] | None = None) -> li
                 raise ConfigError(f"ROUTES_FILE rule {name!r}: deliver needs destination and action")
             if known and not known(dest, action):
                 raise ConfigError(f"ROUTES_FILE rule {name!r}: unknown action {dest}.{action}")
-            targets.append(Target(dest, action, target.get("params") or {}))
+            targets.append(Target(dest, action, target.get("params") or {},
+                                  *_message_kind(name, target)))
         if not targets:
             raise ConfigError(f"ROUTES_FILE rule {name!r} delivers nowhere")
         conditions = tuple(_condition(name, c) for c in when.get("if") or [])
@@ -131,7 +150,7 @@ def plan(rules: list[Rule], envelope: Mapping[str, Any]) -> list[dict[str, Any]]
         if not rule.matches(envelope):
             continue
         for target in rule.targets:
-            out.append({
+            delivery = {
                 "delivery_id": delivery_id(
                     target.destination, target.action, envelope["event_id"], rule.name, resend),
                 "destination": target.destination,
@@ -143,5 +162,10 @@ def plan(rules: list[Rule], envelope: Mapping[str, Any]) -> list[dict[str, Any]]
                 "envelope": envelope,
                 "attempt": 0,
                 "not_before": 0.0,
-            })
+            }
+            if target.channel:
+                delivery["channel"] = target.channel
+            if target.purpose:
+                delivery["purpose"] = target.purpose
+            out.append(delivery)
     return out

@@ -57,3 +57,27 @@ def test_unknown_action_is_rejected_when_checked():
         parse_rules({"routes": [{"name": "x", "when": {"type": "t"},
                                  "deliver": [{"destination": "braze", "action": "nope"}]}]},
                     known=lambda d, a: a != "nope")
+
+
+def test_a_target_may_declare_its_message_channel_and_purpose():
+    rs = rules({"name": "receipt", "when": {"type": "loyalty.tier.moved"},
+                "deliver": [{"destination": "attentive", "action": "text", "channel": "sms",
+                             "purpose": "transactional", "params": {"template": "hi"}},
+                            {"destination": "maac", "action": "push", "purpose": "marketing"},
+                            {"destination": "braze", "action": "track_event"}]})
+    text, push, event = plan(rs, ENV)
+    assert (text["channel"], text["purpose"]) == ("sms", "transactional")
+    assert "channel" not in push and push["purpose"] == "marketing"
+    assert "channel" not in event and "purpose" not in event  # undeclared: the policy decides
+
+
+@pytest.mark.parametrize("target,needle", [
+    ({"channel": "fax"}, "channel must be one of"),
+    ({"purpose": "promo"}, "purpose must be one of"),
+    ({"channel": "SMS"}, "'SMS'"),
+])
+def test_bad_message_declarations_name_the_rule(target, needle):
+    with pytest.raises(ConfigError) as err:
+        rules({"name": "x", "when": {"type": "t"},
+               "deliver": [{"destination": "attentive", "action": "text", **target}]})
+    assert needle in str(err.value) and "ROUTES_FILE rule 'x'" in str(err.value)
