@@ -5,8 +5,10 @@ Order, and why:
 1. Not a message (`policy.message_kind` is None): send ("not_a_message"); attributes, events and
    tags are never held.
 2. Consent: a marketing message on a channel without consent is suppressed ("no_consent",
-   "opted_out"). First, because it is final: no later hour or emptier window makes it sendable,
-   and it is the reason a journey most needs to hear.
+   "opted_out"; on a channel whose policy says `consent: opt_out` only an opt-out suppresses,
+   and a message without any record goes as "no_consent_required"). First, because it is final:
+   no later hour or emptier window makes it sendable, and it is the reason a journey most needs
+   to hear.
 3. Caps: a message over a cap is suppressed ("cap:<name>"). Before quiet hours because a
    deferred message already counts (the history records it when it is deferred), so a message
    that would break a cap must be held now, not deferred to break it at 08:00.
@@ -30,7 +32,8 @@ from zoneinfo import ZoneInfo
 
 from app.destinations.mapping import resolve
 from app.envelope import parse_time
-from app.safety import caps, consent, quiet
+from app.safety import caps, quiet
+from app.safety.consent import allows
 from app.safety.policy import Policy, message_kind
 
 ACTIONS = ("send", "suppress", "defer")
@@ -89,7 +92,7 @@ def _stale_at(delivery: Mapping[str, Any], until: datetime) -> bool:
     return (until - occurred).total_seconds() > limit
 
 
-def decide(policy: Policy, delivery: Mapping[str, Any], consents: Mapping[str, Any],
+def decide(policy: Policy, delivery: Mapping[str, Any], consent: Mapping[str, Any],
            history: Sequence[Any], zone: ZoneInfo, now: datetime) -> Decision:
     """Send, suppress or defer one planned delivery for a customer (module docstring)."""
     kind = message_kind(policy, delivery)
@@ -97,7 +100,7 @@ def decide(policy: Policy, delivery: Mapping[str, Any], consents: Mapping[str, A
         return Decision("send", "not_a_message")
     channel, purpose = kind
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-    allowed, why = consent.allows(consents, channel, purpose)
+    allowed, why = allows(consent, channel, purpose)
     if not allowed and why == "no_consent" and policy.channel(channel).consent == "opt_out":
         allowed, why = True, "no_consent_required"
     if not allowed:
