@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from app.sandbox import Sandbox, serve
 
 UID = "U" + "c" * 32
-NOW = "2026-11-22T10:00:00Z"
+NOW = datetime.now(UTC).isoformat()  # a fixed date turns stale 12 hours later
 
 
 @pytest.fixture
