@@ -3,7 +3,6 @@ and the RocksDB store (the ListOffsets gap would leave them short of the last ba
 Faust's own recovery and through the fast changelog loader (app/fast_recovery.py)."""
 
 import asyncio
-import time
 import uuid
 from pathlib import Path
 
@@ -52,10 +51,9 @@ def test_tables_survive_a_restart(broker, sandbox, start_worker, tmp_path, store
     n = 300
     records = [("identity.updates", f"R-{i}".encode(), identity_update(i)) for i in range(n)]
     asyncio.run(produce(broker.bootstrap, records))
-    sizes = wait_until(lambda: (s := table_sizes(first))["profiles"] >= n and s,
-                       60, what="profiles filled")
-    time.sleep(2)  # let the identifier binds settle, so the sizes are final
-    sizes = table_sizes(first)
+    # every profile and both identifiers of each (customer_id, email) bound: the sizes are final
+    sizes = wait_until(lambda: (s := table_sizes(first))["profiles"] >= n
+                       and s["identities"] >= 2 * n and s, 90, what="profiles and index filled")
     before = profile(first_url := first.url, "customer_id", "R-7")
     first.kill()  # a crash, not a clean shutdown
     if store == "rocksdb://" and fast_min == "1":
