@@ -74,6 +74,7 @@ class Settings:
     unify_keys: tuple[str, ...] = ("line_uid", "email", "phone")
     ambiguous_key_limit: int = 5
     fast_recovery_min: int = 10_000
+    defer_tick_s: float = 5.0
     rocksdb_write_buffer_mb: int = 8
     rocksdb_block_cache_mb: int = 16
     profile_attributes: tuple[str, ...] = ("first_name", "last_name", "tier", "language",
@@ -264,6 +265,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         unify_keys=_unify_keys(env),
         ambiguous_key_limit=_int(env, "AMBIGUOUS_KEY_LIMIT", 5, 2, 100000),
         fast_recovery_min=_int(env, "FAST_RECOVERY_MIN", 10_000, 0, 10**12),
+        defer_tick_s=_float(env, "DEFER_TICK_S", 5.0, 0.1, 3600.0),
         rocksdb_write_buffer_mb=_int(env, "ROCKSDB_WRITE_BUFFER_MB", 8, 1, 4096),
         rocksdb_block_cache_mb=_int(env, "ROCKSDB_BLOCK_CACHE_MB", 16, 1, 65536),
         profile_attributes=_names(env, "PROFILE_ATTRIBUTES", Settings.profile_attributes),

@@ -35,6 +35,11 @@ BREAKER_STATE = Gauge("relay_circuit_state", "0 closed, 1 half-open, 2 open, 3 p
 EVENT_AGE = Histogram("relay_event_age_seconds", "Event age at delivery", ["destination"],
                       buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
 IDENTITY_UPDATES = Counter("relay_identity_updates_total", "Identity table writes", ["kind"])
+SAFETY_DECISIONS = Counter("relay_messaging_decisions_total",
+                           "Messages held back by consent, frequency caps or quiet hours",
+                           ["channel", "decision", "reason"])
+DEFERRED_RELEASED = Counter("relay_deferred_released_total",
+                            "Deferred messages released when quiet hours ended", ["destination"])
 WEBHOOKS = Counter("relay_webhooks_total", "MAAC webhooks received", ["result"])
 
 BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2, "paused": 3}

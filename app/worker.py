@@ -10,14 +10,14 @@ from __future__ import annotations
 import faust
 
 from app import fast_recovery, web
-from app.agents import feedback, identity, ingress, ops, route, sinks
+from app.agents import deferred, feedback, identity, ingress, ops, route, sinks
 from app.agents.context import Relay
 from app.catalog import load_catalog
 from app.config import Settings
 from app.faust_fixes import install_complete_flush_fix, install_resume_order_fix
 from app.routing import load_rules
 
-STAGES = (ingress, identity, route, sinks, feedback, ops)
+STAGES = (ingress, identity, route, sinks, deferred, feedback, ops)
 
 
 def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:

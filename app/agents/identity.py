@@ -129,6 +129,18 @@ def install(relay: Relay) -> None:
                 await relay.internal_error("identity", event, exc)
 
 
+def consent_view(consent: dict) -> dict:
+    from app.safety.consent import effective
+
+    view = {}
+    for channel in sorted(consent):
+        state = effective(consent, channel)
+        if state:
+            view[channel] = {"state": state[0], "at": state[1], "source": state[2],
+                             "explicit": bool(state[3])}
+    return view
+
+
 def profile_view(relay: Relay, kind: str, raw_value: str, admin: bool) -> tuple[int, dict]:
     """`GET /profiles/{type}/{value}`: the unified profile, identifiers masked unless `admin`.
     Reads this worker's tables (every partition when it runs alone)."""
@@ -154,7 +166,9 @@ def profile_view(relay: Relay, kind: str, raw_value: str, admin: bool) -> tuple[
         body |= {"index_entry": entry.owner, "identifiers": ids,
                  "identities": profiles.flat_identities(prof),
                  "attributes": {k: v[0] for k, v in prof.get("a", {}).items()},
-                 "notes": [{"at": ts, "note": note} for ts, note in prof.get("n", ())]}
+                 "notes": [{"at": ts, "note": note} for ts, note in prof.get("n", ())],
+                 "consent": consent_view(prof.get("c") or {}),
+                 "messages_sent": len(prof.get("h") or ())}
     else:
         body |= {"identifiers": {k: [mask(k, x) for x in vs] for k, vs in ids.items()},
                  "attribute_names": sorted(prof.get("a", {}))}

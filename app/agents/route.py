@@ -19,6 +19,7 @@ import structlog
 from app import logs, metrics
 from app.agents.context import Relay
 from app.agents.identity import OP, header
+from app.agents.screen import apply_signal_list, apply_signals, install_outcome_consent, screen
 from app.identity import profile as profiles
 from app.identity.keys import key_of
 from app.pipeline import route
@@ -26,8 +27,9 @@ from app.pipeline import route
 log = structlog.get_logger(__name__)
 
 
-async def deliver(relay: Relay, env: dict[str, Any]) -> None:
-    """Plan an enriched envelope's deliveries and send them (key: the envelope's customer_key)."""
+async def deliver(relay: Relay, env: dict[str, Any], prof: dict | None = None) -> None:
+    """Plan an enriched envelope's deliveries, screen the messages among them (consent, caps,
+    quiet hours: app/agents/screen.py) and send the rest (key: the envelope's customer_key)."""
     planned = route(relay.rules, env)
     log.debug("route.planned", deliveries=len(planned))
     if not planned:
@@ -35,7 +37,8 @@ async def deliver(relay: Relay, env: dict[str, Any]) -> None:
     key = env.get("customer_key") or None
     for delivery in planned:
         metrics.ROUTED.labels(delivery["destination"], delivery["action"]).inc()
-        await relay.send(f"deliveries.{delivery['destination']}", key, delivery)
+        if await screen(relay, delivery, prof) == "send":
+            await relay.send(f"deliveries.{delivery['destination']}", key, delivery)
     await relay.emit("route", "routed", origin=env["trace"].get("origin"),
                      event_id=env["event_id"],
                      deliveries=[[d["destination"], d["action"], d["delivery_id"]]
@@ -62,13 +65,15 @@ def install(relay: Relay) -> None:
         attrs = env.get("attributes") if env.get("type") == "identity.updated" else None
         changed, new = profiles.apply(prof, env.get("identities") or {},
                                       profiles.epoch(env.get("occurred_at")), attrs)
-        if changed:
+        changed |= apply_signals(prof, env)
+        profiles.enrich(env, pid, prof, names)
+        history = prof.get("h")
+        await deliver(relay, env, prof)
+        if changed or prof.get("h") is not history:
             table[pid] = profiles.dumps(prof)
             metrics.IDENTITY_UPDATES.labels("profile").inc()
         for kind, value in new:
             await bind(kind, value, pid, env.get("event_id", ""))
-        profiles.enrich(env, pid, prof, names)
-        await deliver(relay, env)
 
     async def on_merge(loser: str, winner: str) -> None:
         prof = profiles.loads(table.get(loser))
@@ -97,6 +102,17 @@ def install(relay: Relay) -> None:
         for kind, value in profiles.all_identifiers(msg["profile"]):
             await bind(kind, value, pid, "", replaces)
 
+    async def on_consent(pid: str, msg: dict[str, Any]) -> None:
+        prof = profiles.loads(table.get(pid))
+        if prof is not None and "m" in prof:
+            await relay.send("identity.profiles", prof["m"], msg, headers=[(OP, b"consent")])
+            return
+        prof = prof or profiles.new_profile()
+        if apply_signal_list(prof, msg.get("signals") or []):
+            table[pid] = profiles.dumps(prof)
+
+    install_outcome_consent(relay)
+
     @relay.app.agent(relay.topic("identity.profiles"), name="route")
     async def route_agent(stream):
         async for event in stream.events():
@@ -109,6 +125,8 @@ def install(relay: Relay) -> None:
                     await on_merge(key, orjson.loads(event.value)["into"])
                 elif op == b"absorb":
                     await on_absorb(key, orjson.loads(event.value))
+                elif op == b"consent":
+                    await on_consent(key, orjson.loads(event.value))
                 else:  # anon: no identifiers to resolve
                     env = orjson.loads(event.value)
                     logs.bind_event(env)

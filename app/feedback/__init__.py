@@ -200,3 +200,28 @@ def report_record(event_id: int, counts: Mapping[str, Any], start: str, end: str
                          "+00:00", "Z"), **counts},
             "idempotency_key": f"report:{event_id}:{start}:{end}:" + ":".join(
                 str(counts.get(k, 0)) for k in REPORT_COUNTS)}
+
+
+def from_decision(delivery: Mapping[str, Any], decision: Any) -> dict[str, Any]:
+    """The `message.suppressed` / `message.deferred` record for a message the relay held back
+    (app/safety), so an Insider journey learns why and can pick another path."""
+    envelope = delivery.get("envelope") or {}
+    kind = "message.suppressed" if decision.action == "suppress" else "message.deferred"
+    payload: dict[str, Any] = {
+        **_journey_payload(envelope), "channel": decision.channel, "purpose": decision.purpose,
+        "reason": decision.reason, "destination": delivery.get("destination"),
+        "action": delivery.get("action"), "route": delivery.get("route"),
+        "until": decision.until.isoformat() if decision.until else None}
+    identities = dict(envelope.get("identities") or {})
+    return {
+        "event_id": feedback_id(f"{kind}:{delivery['delivery_id']}"),
+        "type": kind,
+        "source": SOURCE,
+        "occurred_at": now_iso(),
+        "customer_key": delivery.get("customer_key") or customer_key_of(identities),
+        "identities": identities,
+        "attributes": {},
+        "payload": {k: v for k, v in payload.items() if v not in (None, "")},
+        "trace": {"feedback": MARK, "parent_event_id": envelope.get("event_id"),
+                  "delivery_id": delivery["delivery_id"]},
+    }

@@ -7,7 +7,9 @@ A profile is a small dict, stored in the `profiles` table as orjson bytes::
      "n": [[1795168800, "called about order 12"], ...],                        # notes, newest first
      "u": 1795168800}                                                          # last change
 
-or a tombstone `{"m": "<profile id it was merged into>"}`. Times are epoch seconds.
+or a tombstone `{"m": "<profile id it was merged into>"}`. Times are epoch seconds. Profiles
+that were messaged or gave consent also keep `"c"` (per-channel consent, app/safety/consent.py)
+and `"h"` (the messages sent, for frequency caps, app/safety/caps.py); a merge unites both.
 
 Merge rules (`merge`): every identifier of both is kept (per value the later sighting); per
 attribute a non-empty value beats an empty one (empties are never stored) and between two
@@ -82,8 +84,25 @@ def merge(a: Profile, b: Profile) -> Profile:
     attrs = dict(a.get("a", {}))
     for name, entry in b.get("a", {}).items():
         attrs[name] = _later(attrs[name], entry) if name in attrs else entry
-    return {"i": ids, "a": attrs, "n": _notes(a.get("n", ()), b.get("n", ())),
-            "u": max(a.get("u", 0), b.get("u", 0))}
+    merged = {"i": ids, "a": attrs, "n": _notes(a.get("n", ()), b.get("n", ())),
+              "u": max(a.get("u", 0), b.get("u", 0))}
+    if a.get("c") or b.get("c"):
+        from app.safety.consent import merge as merge_consent
+
+        merged["c"] = merge_consent(a.get("c") or {}, b.get("c") or {})
+    if a.get("h") or b.get("h"):
+        merged["h"] = contact_history(a.get("h") or (), b.get("h") or ())
+    return merged
+
+
+def contact_history(*histories: Iterable[list]) -> list[list]:
+    """The messages both profiles were sent (app/safety/caps), one per delivery id, oldest
+    first: a merged customer's caps count what each of their old profiles received."""
+    seen: dict[str, list] = {}
+    for history in histories:
+        for entry in history:
+            seen.setdefault(str(entry[-1]), list(entry))
+    return sorted(seen.values(), key=lambda e: (e[0], str(e[-1])))
 
 
 def note_entries(attributes: Mapping[str, Any], ts: int) -> list[list]:

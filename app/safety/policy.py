@@ -44,7 +44,7 @@ MATCH_KEYS = {"channel", "purpose"}
 CONSENT_MODES = ("opt_in", "opt_out")
 PER = ("journey",)
 CAP_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
-CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 WINDOW = re.compile(r"^(\d+)\s*([smhd])$")
 UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW_S = 366 * 86400
@@ -131,8 +131,9 @@ def _choice(value: Any, allowed: tuple[str, ...], what: str) -> str:
 def _clock(value: Any, what: str) -> time:
     match = CLOCK.match(value) if isinstance(value, str) else None
     if not match:
-        raise _fail(f"{what} must be a quoted local time \"HH:MM\" (00:00-23:59), got {value!r}")
-    return time(int(match.group(1)), int(match.group(2)))
+        raise _fail(f"{what} must be a quoted local time \"HH:MM\" (00:00-23:59, seconds "
+                    f"optional), got {value!r}")
+    return time(int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
 
 
 def parse_window(value: Any, what: str = "window") -> int:
@@ -288,3 +289,17 @@ def message_kind(policy: Policy, delivery: Mapping[str, Any]) -> tuple[str, str]
         return None
     purpose = delivery.get("purpose") or (default[1] if default else "marketing")
     return channel, purpose if purpose in PURPOSES else "marketing"
+
+
+def without_quiet_hours(source: str, target: str) -> str:
+    """Write `source` without any quiet hours to `target` and return its path.
+
+    For the harnesses that prove other things on sample traffic (chaos, bench, the test
+    suite's workers): their outcome must not depend on the time of day they run at. Consent and
+    caps still apply."""
+    doc = yaml.safe_load(Path(source).read_text()) or {}
+    for channel in (doc.get("channels") or {}).values():
+        if isinstance(channel, dict):
+            channel.pop("quiet_hours", None)
+    Path(target).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return target

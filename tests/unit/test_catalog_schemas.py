@@ -36,7 +36,8 @@ ENVELOPE = validator("schemas/envelope.json")
 def test_every_topic_is_listed():
     expected = {topic for topic, _ in SOURCES.values()} | {
         "ingress.dlq", "events.normalized", "deliveries.dlq", "feedback.insider",
-        "relay.outcomes", "identity.quarantine", "identity.claims", "identity.profiles"}
+        "relay.outcomes", "identity.quarantine", "identity.claims", "identity.profiles",
+        "deliveries.deferred"}
     for dest in DESTINATIONS:
         expected |= {f"deliveries.{dest}", f"deliveries.retry.{dest}"}
     assert set(BY_NAME) == expected

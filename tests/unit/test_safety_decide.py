@@ -95,11 +95,14 @@ def test_line_needs_no_recorded_opt_in_but_honours_a_block():
     assert (run(push, blocked).action, run(push, blocked).reason) == ("suppress", "opted_out")
 
 
-def test_braze_campaigns_need_email_or_push_consent():
+def test_braze_campaigns_go_unless_email_and_push_are_opted_out():
+    # The shipped policy: Braze checks its own subscription groups, the relay holds opt-outs.
     trigger = braze_trigger()
-    assert run(trigger).reason == "no_consent"
+    assert run(trigger).action == "send"
     c: dict = {}
-    consent.apply(c, "email", "in", 0, "air", True)
+    consent.apply(c, "email", "out", 0, "air", True)
+    assert run(trigger, c).reason == "opted_out"
+    consent.apply(c, "push", "in", 1, "insider", True)
     assert run(trigger, c).action == "send"
 
 
