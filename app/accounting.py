@@ -2,8 +2,9 @@
 
 An ingress record (its origin, `topic/partition/offset`) is accounted for when it was
 dead-lettered at ingress, or normalized into envelopes that were all routed, and every delivery
-they planned reached a terminal outcome (delivered, skipped, unreachable, dead-lettered, or
-skipped as a duplicate). Outcome records may arrive in any order.
+they planned reached a terminal outcome (delivered, skipped, unreachable, dead-lettered, skipped as a
+duplicate, suppressed by consent or caps, or deferred to the end of quiet hours). Outcome
+records may arrive in any order.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-FINAL = {"delivered", "skipped", "unreachable", "dead_lettered", "duplicate_skipped"}
+# `deferred` is accounted: the message is durably scheduled (deliveries.deferred) until the
+# customer's quiet hours end, which may be hours after a run.
+FINAL = {"delivered", "skipped", "unreachable", "dead_lettered", "duplicate_skipped", "suppressed",
+         "deferred"}
 
 
 @dataclass
@@ -83,7 +87,8 @@ class Tracker:
             rows.append({
                 "destination": dest, "sent": c["sent"], "delivered": c["delivered"],
                 "skipped": c["skipped"] + c["duplicate_skipped"], "unreachable": c["unreachable"],
-                "dead_lettered": c["dead_lettered"], "retried": c["retried"],
+                "dead_lettered": c["dead_lettered"], "suppressed": c["suppressed"],
+                "deferred": c["deferred"], "retried": c["retried"],
                 "in_flight": c["sent"] - sum(c[s] for s in FINAL),
             })
         return rows

@@ -72,7 +72,17 @@ def cmd_inspect(args) -> int:
         raw = sys.stdin.buffer.read() if args.file in (None, "-") else open(args.file, "rb").read()
     except OSError as exc:
         return fail(f"cannot read {args.file}: {exc.strerror}")
-    result, error = inspect_payload(settings, args.source, raw)
+    profile = None
+    if args.profile:
+        try:
+            profile = orjson.loads(open(args.profile, "rb").read())
+        except OSError as exc:
+            return fail(f"cannot read {args.profile}: {exc.strerror}")
+        except orjson.JSONDecodeError as exc:
+            return fail(f"{args.profile} is not JSON: {exc}")
+        if not isinstance(profile, dict):
+            return fail(f"{args.profile} must hold a JSON object (a profile)")
+    result, error = inspect_payload(settings, args.source, raw, profile, args.at)
     if error:
         return fail(error)
     sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
@@ -243,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="dry run for one raw payload; calls nothing")
     inspect.add_argument("--source", required=True, choices=SOURCES)
     inspect.add_argument("file", nargs="?", default="-")
+    inspect.add_argument("--profile", default=None,
+                         help="a profile (JSON: consent `c`, contact history `h`, attributes `a`, "
+                              "identifiers `i`, as GET /profiles shows) to screen the messages "
+                              "against: consent, frequency caps, quiet hours")
+    inspect.add_argument("--at", default=None,
+                         help="the time of the decision (ISO 8601, default now)")
     inspect.set_defaults(func=cmd_inspect)
 
     sandbox = sub.add_parser("sandbox", help="the destination emulators alone")

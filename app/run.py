@@ -93,14 +93,15 @@ def render(tracker: Tracker, sent: int, started: float, ops: Ops | None = None) 
                         f"lag {ops.lag_messages} msgs / {ops.lag_seconds:.1f}s · "
                         f"ingress DLQ {tracker.ingress_dlq}")
     for column in ("destination", "sent", "delivered", "failed", "in_retry", "dlq", "skipped",
-                   "in_flight"):
+                   "held", "in_flight"):
         table.add_column(column, justify="left" if column == "destination" else "right")
     for row in tracker.summary_rows():
         dest = row["destination"]
         table.add_row(dest, str(row["sent"]), str(row["delivered"]),
                       str(row["dead_lettered"] + row["unreachable"]),
                       str(ops.in_retry.get(dest, 0)), str(ops.dlq.get(dest, row["dead_lettered"])),
-                      str(row["skipped"]), str(row["in_flight"]))
+                      str(row["skipped"]), str(row["suppressed"] + row["deferred"]),
+                      str(row["in_flight"]))
     return table
 
 
@@ -189,13 +190,14 @@ async def run_local(settings: Settings, events: int | None, rate: float, timeout
 
 
 def print_summary(tracker: Tracker, missing: list[str]) -> None:
-    out = Console()
+    out = Console(width=max(Console().width, 120))  # pipes get 80 columns: names would be cut
     table = Table(title="per-destination summary")
-    for column in ("destination", "sent", "delivered", "skipped", "unreachable", "dead_lettered",
-                   "retried", "in_flight"):
-        table.add_column(column)
+    columns = ("destination", "sent", "delivered", "skipped", "unreachable", "dead_lettered",
+               "suppressed", "deferred", "retried", "in_flight")
+    for column in columns:
+        table.add_column(column, no_wrap=True)
     for row in tracker.summary_rows():
-        table.add_row(*(str(v) for v in row.values()))
+        table.add_row(*(str(row[c]) for c in columns))
     out.print(table)
     out.print(f"records: {len(tracker.expected)}  ingress dead letters: {tracker.ingress_dlq}  "
               f"unaccounted: {len(missing)}")
