@@ -64,6 +64,7 @@ from app.broker import EmbeddedBroker, free_port, true_end_offsets
 from app.catalog import create_topics, load_catalog
 from app.config import DESTINATIONS, REPO_ROOT, load_settings
 from app.localstack import WorkerProcess, base_env, produce
+from app.safety.policy import without_quiet_hours
 from app.samples import INGRESS_TOPICS, sample_records
 
 CHUNK = 2_000  # sample_records per seed: ~500 customers per chunk, events ~3 s apart
@@ -423,9 +424,13 @@ async def run_bench(args) -> dict[str, Any]:
         scale_env = {f"{d.upper()}_RATE_SCALE": str(min(args.rate_scale, 100.0))
                      for d in DESTINATIONS}
 
+        # The figures must not depend on the hour the bench runs at.
+        messaging = without_quiet_hours(settings.messaging_file,
+                                        os.path.join(workdir, "messaging.yaml"))
+
         def worker_env(app_id: str) -> dict[str, str]:
             return base_env(broker.url, creds, APP_ID=app_id, LOG_LEVEL="warning",
-                            STORE=args.store, **scale_env)
+                            STORE=args.store, MESSAGING_FILE=messaging, **scale_env)
 
         # -- one worker from the pre-loaded backlog
         follower = await Follower(bootstrap).start()

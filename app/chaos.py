@@ -40,6 +40,7 @@ from app.localstack import (
 )
 from app.pipeline import TOPIC_SOURCES
 from app.replay import replay
+from app.safety.policy import without_quiet_hours
 from app.samples import sample_records
 
 DESTINATION_LIMITS_KEY = "rates"
@@ -104,6 +105,8 @@ async def run_chaos(settings: Settings, cfg: ChaosConfig, say=print) -> dict[str
         await create_topics(bootstrap, load_catalog(settings))
         await sandbox.start()
         env = base_env(broker.url, sandbox.credentials(), LOG_LEVEL="info",
+                       MESSAGING_FILE=without_quiet_hours(settings.messaging_file, os.path.join(
+                           workdir, "messaging.yaml")),
                        RETRY_BASE_S="0.05", RETRY_MAX_S="0.5", REQUEST_TIMEOUT_S="2",
                        BREAKER_COOLDOWN_S="3", TOPIC_RETRY_MAX="30")
 
@@ -231,7 +234,7 @@ def figures(cfg: ChaosConfig, tracker: Tracker, observed: Observed, sandbox, dlq
             sent: int, elapsed: float) -> dict[str, Any]:
     accepted = sandbox.accepted_ids()
     planned = observed.planned()
-    deliberate = {"skipped", "unreachable"}
+    deliberate = {"skipped", "unreachable", "suppressed"}
     lost_deliveries = [d for d in planned if d not in accepted and d not in dlq
                        and observed.final.get(d) not in deliberate]
     repeats = {d: n for d, n in accepted.items() if n > 1}

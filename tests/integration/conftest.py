@@ -16,6 +16,7 @@ from app.broker import EmbeddedBroker, free_port
 from app.catalog import create_topics, load_catalog
 from app.config import load_settings
 from app.localstack import TopicPublisher, WorkerProcess, air_event_key, base_env
+from app.safety.policy import without_quiet_hours
 
 pytestmark = pytest.mark.integration
 
@@ -108,8 +109,14 @@ def start_worker(broker, sandbox, worker_port, tmp_path_factory):
     """Start relay workers; each is stopped at the end of the module."""
     started: list[WorkerProcess] = []
 
+    # Workers screen messages without quiet hours unless a test brings its own policy: the
+    # suite's results must not depend on the hour CI runs at.
+    messaging = without_quiet_hours(load_settings({}).messaging_file, str(
+        tmp_path_factory.mktemp("policy") / "messaging.yaml"))
+
     def start(port: int | None = None, data_dir: str | None = None, **env) -> WorkerProcess:
         data_dir = data_dir or str(tmp_path_factory.mktemp("worker"))
+        env.setdefault("MESSAGING_FILE", messaging)
         proc = WorkerProcess(base_env(broker.url, sandbox.credentials(), LOG_LEVEL="info", **env),
                              data_dir, web_port=port or worker_port)
         proc.start()

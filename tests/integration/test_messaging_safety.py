@@ -1,0 +1,151 @@
+"""Customer-safe messaging through a real worker, the embedded broker and the sandbox: a message
+held in quiet hours is delivered when the customer's window opens (not before); an opted-out
+customer gets nothing while an opted-in one is messaged; the fourth marketing message in a day is
+suppressed and reported to Insider; a replay changes no count.
+
+The worker's policy is the shipped topics/messaging.yaml with one change: LINE's quiet hours
+are a window that covers "now" in Tokyo and ends 45 s after the module starts, while in Taipei
+(the default zone) it is an hour earlier and outside the window."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+import yaml
+
+from app.config import TOPICS_DIR
+from app.localstack import produce
+from tests.integration.conftest import wait_until
+from tests.integration.test_line_feedback import (
+    insider_events,
+    maac_calls_for,
+    send_triggers,
+    topic_records,
+    trigger,
+    uid_for,
+)
+
+pytestmark = pytest.mark.integration
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+QUIET_LEFT_S = 45
+
+
+def update(identifiers: dict, attributes: dict | None = None, consents: dict | None = None
+           ) -> tuple[str, bytes, bytes]:
+    body = {"update_id": f"u-{uuid.uuid4()}", "source": "crm", "identifiers": identifiers,
+            "attributes": attributes or {}, "updated_at": datetime.now(UTC).isoformat()}
+    if consents is not None:
+        body["consents"] = consents
+    return "identity.updates", identifiers["customer_id"].encode(), orjson.dumps(body)
+
+
+def journey_trigger(customer: str, uid: str, journey: str) -> dict:
+    record = trigger(customer, 9001, uid)
+    record["journey"] = {"id": journey, "name": journey}
+    record["occurred_at"] = datetime.now(UTC).isoformat()
+    return record
+
+
+def admin_profile(worker, customer: str) -> dict | None:
+    import httpx
+
+    r = httpx.get(f"{worker.url}/profiles/customer_id/{customer}", timeout=5,
+                  headers={"Authorization": "Bearer adm1n"})
+    return r.json() if r.status_code == 200 else None
+
+
+@pytest.fixture(scope="module")
+def quiet_end() -> float:
+    return time.time() + QUIET_LEFT_S
+
+
+@pytest.fixture(scope="module")
+def worker(start_worker, tmp_path_factory, quiet_end):
+    policy = yaml.safe_load((TOPICS_DIR / "messaging.yaml").read_text())
+    start = datetime.now(TOKYO) - timedelta(minutes=5)
+    end = datetime.fromtimestamp(quiet_end, TOKYO)
+    policy["channels"]["line"]["quiet_hours"] = {"start": start.strftime("%H:%M:%S"),
+                                                 "end": end.strftime("%H:%M:%S")}
+    path = tmp_path_factory.mktemp("policy") / "messaging.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return start_worker(MESSAGING_FILE=str(path), DEFER_TICK_S="1", ADMIN_TOKEN="adm1n")
+
+
+def test_a_message_in_quiet_hours_is_delivered_when_the_window_opens(broker, sandbox, worker,
+                                                                     quiet_end):
+    tag = uuid.uuid4().hex[:8]
+    tokyo, taipei = f"JP-{tag}", f"TW-{tag}"
+    uid_jp, uid_tw = uid_for(9001, False), uid_for(9001, False)
+    asyncio.run(produce(broker.bootstrap, [
+        update({"customer_id": tokyo, "line_uid": uid_jp}, {"country": "JP"}),
+        update({"customer_id": taipei, "line_uid": uid_tw}, {"country": "TW"})]))
+    wait_until(lambda: admin_profile(worker, tokyo) and admin_profile(worker, taipei), 30,
+               what="profiles")
+    send_triggers(broker, [journey_trigger(tokyo, uid_jp, f"quiet-{tag}"),
+                           journey_trigger(taipei, uid_tw, f"quiet-{tag}")])
+
+    wait_until(lambda: maac_calls_for(sandbox, uid_tw), 30, what="the Taipei push")
+    assert time.time() < quiet_end - 2, "the module took too long to reach this test"
+    assert not maac_calls_for(sandbox, uid_jp)  # 23:xx in Tokyo: held
+    deferred = wait_until(lambda: topic_records(broker, "feedback.insider", lambda v: (
+        v.get("type") == "message.deferred"
+        and v.get("identities", {}).get("customer_id") == tokyo), quiet_s=1.0), 20,
+        what="the message.deferred feedback record")
+    assert deferred[0]["payload"]["reason"] == "quiet_hours"
+    assert deferred[0]["payload"]["channel"] == "line"
+
+    calls = wait_until(lambda: maac_calls_for(sandbox, uid_jp), QUIET_LEFT_S + 30,
+                       what="the Tokyo push after the window")
+    assert calls[0]["at"] >= quiet_end - 0.5
+    assert len(maac_calls_for(sandbox, uid_jp)) == 1
+
+
+def test_opted_out_customer_gets_nothing_opted_in_one_is_messaged(broker, sandbox, worker):
+    tag = uuid.uuid4().hex[:8]
+    out, inn = f"OUT-{tag}", f"IN-{tag}"
+    uid_out, uid_in = uid_for(9001, False), uid_for(9001, False)
+    asyncio.run(produce(broker.bootstrap, [
+        update({"customer_id": out, "line_uid": uid_out}, consents={"line": False}),
+        update({"customer_id": inn, "line_uid": uid_in}, consents={"line": True})]))
+    wait_until(lambda: (admin_profile(worker, out) or {}).get("consent", {}).get("line")
+               and (admin_profile(worker, inn) or {}).get("consent", {}).get("line"), 30,
+               what="consent in both profiles")
+    send_triggers(broker, [journey_trigger(out, uid_out, f"consent-{tag}"),
+                           journey_trigger(inn, uid_in, f"consent-{tag}")])
+
+    wait_until(lambda: maac_calls_for(sandbox, uid_in), 30, what="the opted-in push")
+    events = wait_until(lambda: insider_events(sandbox, out).get("relay_message_suppressed"), 30,
+                        what="Insider told about the suppression")
+    assert events[0]["event_params"]["custom"]["reason"] == "opted_out"
+    assert events[0]["event_params"]["custom"]["channel"] == "line"
+    assert not maac_calls_for(sandbox, uid_out)
+
+
+def test_fourth_marketing_message_in_a_day_is_suppressed_and_a_replay_counts_nothing(
+        broker, sandbox, worker):
+    customer, uid = f"CAP-{uuid.uuid4().hex[:8]}", uid_for(9001, False)
+    asyncio.run(produce(broker.bootstrap, [update({"customer_id": customer, "line_uid": uid})]))
+    wait_until(lambda: admin_profile(worker, customer), 30, what="profile")
+    triggers = [journey_trigger(customer, uid, f"cap-journey-{i}") for i in range(4)]
+    for record in triggers:  # one at a time: the cap holds the fourth, whichever it is
+        send_triggers(broker, [record])
+        time.sleep(0.3)
+
+    events = wait_until(lambda: insider_events(sandbox, customer).get("relay_message_suppressed"),
+                        45, what="Insider told about the capped message")
+    assert events[0]["event_params"]["custom"]["reason"] == "cap:marketing_3_per_24h"
+    wait_until(lambda: len(maac_calls_for(sandbox, uid)) >= 3, 30, what="three pushes")
+    assert (admin_profile(worker, customer) or {}).get("messages_sent") == 3
+
+    send_triggers(broker, triggers)  # the same records again (a replay)
+    time.sleep(6)
+    assert len(maac_calls_for(sandbox, uid)) == 3
+    assert len(insider_events(sandbox, customer).get("relay_message_suppressed", [])) == 1
+    assert (admin_profile(worker, customer) or {}).get("messages_sent") == 3
