@@ -3,9 +3,10 @@ held in quiet hours is delivered when the customer's window opens (not before); 
 customer gets nothing while an opted-in one is messaged; the fourth marketing message in a day is
 suppressed and reported to Insider; a replay changes no count.
 
-The worker's policy is the shipped topics/messaging.yaml with one change: LINE's quiet hours
-are a window that covers "now" in Tokyo and ends 45 s after the module starts, while in Taipei
-(the default zone) it is an hour earlier and outside the window."""
+The worker's policy is the shipped topics/messaging.yaml with one change: the LINE and SMS quiet
+hours are a window that covers "now" in Tokyo and ends 45 s after the module starts, while in
+Taipei (the default zone) it is an hour earlier and outside the window. (The 02:00 -> 08:00 case
+itself is a unit test: tests/unit/test_safety_decide.py.)"""
 
 from __future__ import annotations
 
@@ -71,40 +72,64 @@ def worker(start_worker, tmp_path_factory, quiet_end):
     policy = yaml.safe_load((TOPICS_DIR / "messaging.yaml").read_text())
     start = datetime.now(TOKYO) - timedelta(minutes=5)
     end = datetime.fromtimestamp(quiet_end, TOKYO)
-    policy["channels"]["line"]["quiet_hours"] = {"start": start.strftime("%H:%M:%S"),
-                                                 "end": end.strftime("%H:%M:%S")}
+    for channel in ("line", "sms"):
+        policy["channels"][channel]["quiet_hours"] = {"start": start.strftime("%H:%M:%S"),
+                                                      "end": end.strftime("%H:%M:%S")}
     path = tmp_path_factory.mktemp("policy") / "messaging.yaml"
     path.write_text(yaml.safe_dump(policy))
     return start_worker(MESSAGING_FILE=str(path), DEFER_TICK_S="1", ADMIN_TOKEN="adm1n")
 
 
-def test_a_message_in_quiet_hours_is_delivered_when_the_window_opens(broker, sandbox, worker,
-                                                                     quiet_end):
+def held_record(broker, customer: str) -> list[dict]:
+    return topic_records(broker, "feedback.insider", lambda v: (
+        v.get("type") == "message.deferred"
+        and v.get("identities", {}).get("customer_id") == customer), quiet_s=1.0)
+
+
+def texts_to(sandbox, phone: str) -> list[dict]:
+    return [c for c in sandbox.calls("attentive") if c["endpoint"] == "text/send"
+            and (c.get("body") or {}).get("user", {}).get("phone") == phone]
+
+
+def test_messages_in_quiet_hours_are_delivered_when_the_window_opens(broker, sandbox, worker,
+                                                                    quiet_end):
+    """A LINE push and an SMS at night in Tokyo wait for the window's end; the same push in
+    Taipei (an hour earlier there) goes at once."""
     tag = uuid.uuid4().hex[:8]
-    tokyo, taipei = f"JP-{tag}", f"TW-{tag}"
+    tokyo, taipei, texter = f"JP-{tag}", f"TW-{tag}", f"SMS-{tag}"
     uid_jp, uid_tw = uid_for(9001, False), uid_for(9001, False)
+    jp_phone = f"+8190{uuid.uuid4().int % 10**8:08d}"  # a Japanese mobile: the zone is Tokyo
+    sandbox.sandbox.emulator("attentive").subscribed[("TEXT", jp_phone)] = True
     asyncio.run(produce(broker.bootstrap, [
         update({"customer_id": tokyo, "line_uid": uid_jp}, {"country": "JP"}),
-        update({"customer_id": taipei, "line_uid": uid_tw}, {"country": "TW"})]))
-    wait_until(lambda: admin_profile(worker, tokyo) and admin_profile(worker, taipei), 30,
+        update({"customer_id": taipei, "line_uid": uid_tw}, {"country": "TW"}),
+        update({"customer_id": texter, "phone": jp_phone}, consents={"sms": True})]))
+    wait_until(lambda: admin_profile(worker, tokyo) and admin_profile(worker, taipei)
+               and (admin_profile(worker, texter) or {}).get("consent", {}).get("sms"), 30,
                what="profiles")
     send_triggers(broker, [journey_trigger(tokyo, uid_jp, f"quiet-{tag}"),
                            journey_trigger(taipei, uid_tw, f"quiet-{tag}")])
+    points = {"action_id": f"ax-{tag}", "action_type": "points_earned",
+              "member": {"member_id": f"M-{tag}", "phone": jp_phone},
+              "occurred_at": datetime.now(UTC).isoformat(), "points": 100, "points_balance": 900}
+    asyncio.run(produce(broker.bootstrap, [("loyalty.actions", f"M-{tag}".encode(),
+                                            orjson.dumps(points))]))
 
     wait_until(lambda: maac_calls_for(sandbox, uid_tw), 30, what="the Taipei push")
+    for customer in (tokyo, texter):
+        [held] = wait_until(lambda c=customer: held_record(broker, c), 20,
+                            what="the message.deferred feedback record")
+        assert held["payload"]["reason"] == "quiet_hours"
+    assert {held_record(broker, c)[0]["payload"]["channel"] for c in (tokyo, texter)} == {
+        "line", "sms"}
     assert time.time() < quiet_end - 2, "the module took too long to reach this test"
-    assert not maac_calls_for(sandbox, uid_jp)  # 23:xx in Tokyo: held
-    deferred = wait_until(lambda: topic_records(broker, "feedback.insider", lambda v: (
-        v.get("type") == "message.deferred"
-        and v.get("identities", {}).get("customer_id") == tokyo), quiet_s=1.0), 20,
-        what="the message.deferred feedback record")
-    assert deferred[0]["payload"]["reason"] == "quiet_hours"
-    assert deferred[0]["payload"]["channel"] == "line"
+    assert not maac_calls_for(sandbox, uid_jp) and not texts_to(sandbox, jp_phone)
 
-    calls = wait_until(lambda: maac_calls_for(sandbox, uid_jp), QUIET_LEFT_S + 30,
-                       what="the Tokyo push after the window")
-    assert calls[0]["at"] >= quiet_end - 0.5
-    assert len(maac_calls_for(sandbox, uid_jp)) == 1
+    push = wait_until(lambda: maac_calls_for(sandbox, uid_jp), QUIET_LEFT_S + 30,
+                      what="the Tokyo push after the window")
+    text = wait_until(lambda: texts_to(sandbox, jp_phone), 30, what="the SMS after the window")
+    assert push[0]["at"] >= quiet_end - 0.5 and text[0]["at"] >= quiet_end - 0.5
+    assert len(maac_calls_for(sandbox, uid_jp)) == 1 and len(texts_to(sandbox, jp_phone)) == 1
 
 
 def test_opted_out_customer_gets_nothing_opted_in_one_is_messaged(broker, sandbox, worker):
