@@ -126,9 +126,12 @@ def boolean(value: Any) -> bool | None:
         return bool(value)
     if isinstance(value, str):
         lowered = value.strip().lower()
-        if lowered in {"true", "yes", "y", "1", "on", "opt_in", "optin", "subscribed"}:
+        lowered = lowered.replace("-", "_").replace(" ", "_")
+        if lowered in {"true", "yes", "y", "1", "on", "opt_in", "optin", "opted_in", "subscribed",
+                       "granted", "consented", "allowed"}:
             return True
-        if lowered in {"false", "no", "n", "0", "off", "opt_out", "optout", "unsubscribed"}:
+        if lowered in {"false", "no", "n", "0", "off", "opt_out", "optout", "opted_out",
+                       "unsubscribed", "denied", "revoked", "withdrawn", "declined"}:
             return False
     return None
 

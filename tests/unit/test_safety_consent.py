@@ -389,3 +389,13 @@ def test_outcome_signals_never_raise(junk, status, reason):
                                                                   "text", "push"]):
         outcome_signals({"destination": dest, "action": action, "params": junk,
                          "envelope": junk}, status, reason, T0)
+
+
+def test_consent_words_in_the_wild_are_understood():
+    from app.normalize.common import boolean
+
+    for word in ("granted", "Opted-In", "consented", "opt in"):
+        assert boolean(word) is True, word
+    for word in ("denied", "Opted Out", "revoked", "withdrawn", "declined"):
+        assert boolean(word) is False, word
+    assert boolean("pending") is None
