@@ -14,8 +14,10 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import httpx
 import orjson
 import pytest
 import yaml
@@ -54,10 +56,8 @@ def journey_trigger(customer: str, uid: str, journey: str) -> dict:
     return record
 
 
-def admin_profile(worker, customer: str) -> dict | None:
-    import httpx
-
-    r = httpx.get(f"{worker.url}/profiles/customer_id/{customer}", timeout=5,
+def admin_profile(worker, customer: str, kind: str = "customer_id") -> dict | None:
+    r = httpx.get(f"{worker.url}/profiles/{kind}/{quote(customer)}", timeout=5,
                   headers={"Authorization": "Bearer adm1n"})
     return r.json() if r.status_code == 200 else None
 
@@ -104,9 +104,10 @@ def test_messages_in_quiet_hours_are_delivered_when_the_window_opens(broker, san
         update({"customer_id": tokyo, "line_uid": uid_jp}, {"country": "JP"}),
         update({"customer_id": taipei, "line_uid": uid_tw}, {"country": "TW"}),
         update({"customer_id": texter, "phone": jp_phone}, consents={"sms": True})]))
+    # the phone's index entry too: the loyalty action finds the profile by its phone
     wait_until(lambda: admin_profile(worker, tokyo) and admin_profile(worker, taipei)
-               and (admin_profile(worker, texter) or {}).get("consent", {}).get("sms"), 30,
-               what="profiles")
+               and (admin_profile(worker, jp_phone, "phone") or {}).get("consent", {}).get("sms"),
+               30, what="profiles")
     send_triggers(broker, [journey_trigger(tokyo, uid_jp, f"quiet-{tag}"),
                            journey_trigger(taipei, uid_tw, f"quiet-{tag}")])
     points = {"action_id": f"ax-{tag}", "action_type": "points_earned",
@@ -174,3 +175,33 @@ def test_fourth_marketing_message_in_a_day_is_suppressed_and_a_replay_counts_not
     assert len(maac_calls_for(sandbox, uid)) == 3
     assert len(insider_events(sandbox, customer).get("relay_message_suppressed", [])) == 1
     assert (admin_profile(worker, customer) or {}).get("messages_sent") == 3
+
+
+def test_a_deferred_message_survives_a_worker_crash(broker, sandbox, worker, start_worker,
+                                                    tmp_path_factory):
+    """Runs last: it stops the module's worker, so only the crash-tested one reads the topics."""
+    worker.kill()
+    window_end = time.time() + 35
+    policy = yaml.safe_load((TOPICS_DIR / "messaging.yaml").read_text())
+    policy["channels"]["line"]["quiet_hours"] = {
+        "start": (datetime.now(TOKYO) - timedelta(minutes=5)).strftime("%H:%M:%S"),
+        "end": datetime.fromtimestamp(window_end, TOKYO).strftime("%H:%M:%S")}
+    path = tmp_path_factory.mktemp("policy") / "messaging.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    env = {"MESSAGING_FILE": str(path), "DEFER_TICK_S": "1", "ADMIN_TOKEN": "adm1n",
+           "APP_ID": "safety-crash", "data_dir": str(tmp_path_factory.mktemp("crash"))}
+    first = start_worker(**env)
+    customer, uid = f"CRASH-{uuid.uuid4().hex[:8]}", uid_for(9001, False)
+    asyncio.run(produce(broker.bootstrap, [
+        update({"customer_id": customer, "line_uid": uid}, {"country": "JP"})]))
+    wait_until(lambda: admin_profile(first, customer), 30, what="profile")
+    send_triggers(broker, [journey_trigger(customer, uid, "crash-journey")])
+    wait_until(lambda: held_record(broker, customer), 20, what="the deferral")
+    first.kill()  # the deferred message now lives only in the deferred table's changelog
+
+    second = start_worker(port=first.web_port, **env)
+    calls = wait_until(lambda: maac_calls_for(sandbox, uid), 60, what="the push after restart")
+    assert calls[0]["at"] >= window_end - 0.5
+    time.sleep(3)
+    assert len(maac_calls_for(sandbox, uid)) == 1
+    assert admin_profile(second, customer)["messages_sent"] == 1
