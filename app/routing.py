@@ -118,20 +118,13 @@ def parse_rules(doc: Any, known: Callable[[str, str], bool] | None = None) -> li
 
 
 def load_rules(path: str) -> list[Rule]:
-    from app.destinations.registry import get_action
-
-    def known(dest: str, action: str) -> bool:
-        try:
-            get_action(dest, action)
-            return True
-        except KeyError:
-            return False
+    from app.destinations.registry import has_action
 
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"ROUTES_FILE cannot be read: {exc}") from None
-    return parse_rules(doc, known)
+    return parse_rules(doc, has_action)
 
 
 def delivery_id(destination: str, action: str, event_id: str, route: str,

@@ -21,3 +21,9 @@ def get_action(destination: str, action: str) -> Action:
         return dest.actions[action]
     except KeyError:
         raise KeyError(f"unknown action {destination}.{action}") from None
+
+
+def has_action(destination: str, action: str) -> bool:
+    """Whether `destination.action` exists (configuration files are checked against this)."""
+    dest = DESTINATIONS.get(destination)
+    return dest is not None and action in dest.actions

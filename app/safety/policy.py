@@ -252,16 +252,6 @@ def parse_policy(doc: Any, known: Callable[[str, str], bool] | None = None) -> P
     )
 
 
-def _known_action(dest: str, action: str) -> bool:
-    from app.destinations.registry import get_action
-
-    try:
-        get_action(dest, action)
-        return True
-    except KeyError:
-        return False
-
-
 @functools.lru_cache(maxsize=8)
 def load_policy(path: str) -> Policy:
     """The parsed file (cached per path); ConfigError when unreadable or invalid."""
@@ -271,8 +261,10 @@ def load_policy(path: str) -> Policy:
         raise _fail(f"cannot be read: {exc.strerror}: {path}") from None
     except yaml.YAMLError as exc:
         raise _fail(f"is not valid YAML: {str(exc).splitlines()[0]} ({path})") from None
+    from app.destinations.registry import has_action
+
     try:
-        return parse_policy(doc, _known_action)
+        return parse_policy(doc, has_action)
     except ConfigError as exc:
         raise ConfigError(f"{exc} ({path})") from None
 
