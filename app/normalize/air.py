@@ -15,7 +15,7 @@ wallet id as `air_wallet_id`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -544,13 +544,17 @@ def consumer_contacts(consumer: Mapping) -> list[dict]:
     return items
 
 
-def marketing_optin(data: Mapping) -> bool | None:
-    found: bool | None = None
+def communication_optins(data: Mapping) -> Iterator[tuple[Mapping, Any]]:
+    """(entry, its opt-in: a flag map or one flag) for each `communication[]` entry."""
     raw = first(data, "communication", "communications", "optin", default=[])
     for item in as_list(raw) if not isinstance(raw, Mapping) else [raw]:
-        if not isinstance(item, Mapping):
-            continue
-        optin = item.get("optin", item)
+        if isinstance(item, Mapping):
+            yield item, item.get("optin", item)
+
+
+def marketing_optin(data: Mapping) -> bool | None:
+    found: bool | None = None
+    for _item, optin in communication_optins(data):
         if isinstance(optin, Mapping):
             value = boolean(first(optin, "marketing", "MARKETING", "email", "sms"))
         else:
@@ -570,11 +574,7 @@ def channel_optins(data: Mapping) -> dict[str, bool]:
     (`{"optin": {"sms": true}}`) or one channel each (`{"type": "SMS", "optin": "Y"}`); when
     entries disagree the opt-out wins, the safe reading."""
     found: dict[str, bool] = {}
-    raw = first(data, "communication", "communications", "optin", default=[])
-    for item in as_list(raw) if not isinstance(raw, Mapping) else [raw]:
-        if not isinstance(item, Mapping):
-            continue
-        optin = item.get("optin", item)
+    for item, optin in communication_optins(data):
         if isinstance(optin, Mapping):
             pairs = [(snake_case(k), boolean(v)) for k, v in optin.items()]
         else:
