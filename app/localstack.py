@@ -108,37 +108,22 @@ async def read_topic(bootstrap: str | list[str], topics: list[str],
                      idle_timeout_s: float | None = None) -> AsyncIterator[tuple[str, Any]]:
     """Yield (topic, parsed value) from the beginning of `topics` until `stop` is set or the
     topics stay quiet for `idle_timeout_s`."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                metadata_max_age_ms=2000)
-    await consumer.start()
-    quiet_since = time.monotonic()
-    try:
-        while not (stop and stop.is_set()):
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-            if not batches:
-                if idle_timeout_s is not None and time.monotonic() - quiet_since > idle_timeout_s:
-                    return
-                continue
-            quiet_since = time.monotonic()
-            for tp, messages in batches.items():
-                for message in messages:
-                    try:
-                        yield tp.topic, orjson.loads(message.value)
-                    except orjson.JSONDecodeError:
-                        yield tp.topic, None
-    finally:
-        await consumer.stop()
+    async for topic, _key, value in read_raw(bootstrap, topics, idle_timeout_s, stop,
+                                             only_existing=False):
+        try:
+            yield topic, orjson.loads(value)
+        except orjson.JSONDecodeError:
+            yield topic, None
 
 
 async def read_raw(bootstrap: str | list[str], topics: list[str],
-                   idle_timeout_s: float) -> AsyncIterator[tuple[str, bytes | None, bytes | None]]:
-    """Yield (topic, key bytes, value bytes) from the beginning of those of `topics` that exist,
-    until they stay quiet for `idle_timeout_s`. Missing topics are skipped rather than subscribed
-    to, so reading never auto-creates one (e.g. a table changelog the worker will create with
-    its own partition count)."""
+                   idle_timeout_s: float | None, stop: asyncio.Event | None = None,
+                   only_existing: bool = True
+                   ) -> AsyncIterator[tuple[str, bytes | None, bytes | None]]:
+    """Yield (topic, key bytes, value bytes) from the beginning of `topics` until `stop` is set
+    or they stay quiet for `idle_timeout_s`. With `only_existing`, missing topics are skipped
+    rather than subscribed to, so reading never auto-creates one (e.g. a table changelog the
+    worker will create with its own partition count)."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
@@ -146,16 +131,17 @@ async def read_raw(bootstrap: str | list[str], topics: list[str],
                                 metadata_max_age_ms=2000)
     await consumer.start()
     try:
-        known = await consumer.topics()
-        existing = [t for t in topics if t in known]
-        if not existing:
-            return
-        consumer.subscribe(existing)
+        if only_existing:
+            known = await consumer.topics()
+            topics = [t for t in topics if t in known]
+            if not topics:
+                return
+        consumer.subscribe(topics)
         quiet_since = time.monotonic()
-        while True:
+        while not (stop and stop.is_set()):
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
             if not batches:
-                if time.monotonic() - quiet_since > idle_timeout_s:
+                if idle_timeout_s is not None and time.monotonic() - quiet_since > idle_timeout_s:
                     return
                 continue
             quiet_since = time.monotonic()
