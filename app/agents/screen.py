@@ -29,9 +29,7 @@ log = structlog.get_logger(__name__)
 
 
 def policy_of(relay: Relay) -> Policy:
-    if getattr(relay, "policy", None) is None:
-        relay.policy = load_policy(relay.settings.messaging_file)
-    return relay.policy
+    return load_policy(relay.settings.messaging_file)  # parsed once per path (cached)
 
 
 def zone_of(prof: dict | None, policy: Policy):

@@ -90,12 +90,20 @@ def from_outcome(outcome: Any, final_status: str, event_id: int | None = None
         attributes["line_last_sent_at"] = now
     else:
         payload["reason"] = reason[:200]
+    return _record(delivery, kind, feedback_id(delivery["delivery_id"]), now, attributes,
+                   payload)
+
+
+def _record(delivery: Mapping[str, Any], kind: str, event_id: str, occurred_at: str,
+            attributes: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """A feedback record about one delivery, in the customer's own identifiers."""
+    envelope = delivery.get("envelope") or {}
     identities = dict(envelope.get("identities") or {})
     return {
-        "event_id": feedback_id(delivery["delivery_id"]),
+        "event_id": event_id,
         "type": kind,
         "source": SOURCE,
-        "occurred_at": now,
+        "occurred_at": occurred_at,
         "customer_key": delivery.get("customer_key") or customer_key_of(identities),
         "identities": identities,
         "attributes": attributes,
@@ -212,16 +220,5 @@ def from_decision(delivery: Mapping[str, Any], decision: Any) -> dict[str, Any]:
         "reason": decision.reason, "destination": delivery.get("destination"),
         "action": delivery.get("action"), "route": delivery.get("route"),
         "until": decision.until.isoformat() if decision.until else None}
-    identities = dict(envelope.get("identities") or {})
-    return {
-        "event_id": feedback_id(f"{kind}:{delivery['delivery_id']}"),
-        "type": kind,
-        "source": SOURCE,
-        "occurred_at": now_iso(),
-        "customer_key": delivery.get("customer_key") or customer_key_of(identities),
-        "identities": identities,
-        "attributes": {},
-        "payload": {k: v for k, v in payload.items() if v not in (None, "")},
-        "trace": {"feedback": MARK, "parent_event_id": envelope.get("event_id"),
-                  "delivery_id": delivery["delivery_id"]},
-    }
+    return _record(delivery, kind, feedback_id(f"{kind}:{delivery['delivery_id']}"), now_iso(),
+                   {}, payload)
