@@ -11,10 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from app.broker import EmbeddedBroker, free_port
 from app.catalog import create_topics, load_catalog
-from app.config import load_settings
+from app.config import TOPICS_DIR, load_settings
 from app.localstack import TopicPublisher, WorkerProcess, air_event_key, base_env
 from app.safety.policy import without_quiet_hours
 
@@ -76,6 +77,15 @@ def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.25, wha
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what or predicate}")
+
+
+def policy_file(tmp_path_factory, edit) -> str:
+    """The shipped topics/messaging.yaml changed by `edit(doc)`, as a file for MESSAGING_FILE."""
+    doc = yaml.safe_load((TOPICS_DIR / "messaging.yaml").read_text())
+    edit(doc)
+    path = tmp_path_factory.mktemp("policy") / "messaging.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
 
 
 @pytest.fixture(scope="module")

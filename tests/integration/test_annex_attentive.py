@@ -10,12 +10,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 import pytest
-import yaml
 
-from app.config import TOPICS_DIR, load_settings
+from app.config import load_settings
 from app.localstack import produce
 from app.normalize.annex import normalize
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import policy_file, wait_until
 from tests.integration.test_sessionm_braze import outcomes, read_all
 
 pytestmark = pytest.mark.integration
@@ -25,15 +24,14 @@ pytestmark = pytest.mark.integration
 def worker(start_worker, tmp_path_factory):
     # These tests are about Attentive's own rules (eligibility, 12 h, subscribers only): the
     # relay's screening (tests/integration/test_messaging_safety.py) stays out of their way.
-    policy = yaml.safe_load((TOPICS_DIR / "messaging.yaml").read_text())
-    policy["caps"] = []
-    for channel in policy["channels"].values():
-        channel.pop("quiet_hours", None)
-    policy["channels"]["sms"]["consent"] = "opt_out"
-    path = tmp_path_factory.mktemp("policy") / "messaging.yaml"
-    path.write_text(yaml.safe_dump(policy))
+    def edit(policy: dict) -> None:
+        policy["caps"] = []
+        for channel in policy["channels"].values():
+            channel.pop("quiet_hours", None)
+        policy["channels"]["sms"]["consent"] = "opt_out"
+
     return start_worker(SINK_BATCH_WINDOW_S="0.2", RETRY_BASE_S="0.05",
-                        MESSAGING_FILE=str(path))
+                        MESSAGING_FILE=policy_file(tmp_path_factory, edit))
 
 
 def phone() -> str:

@@ -20,11 +20,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 import pytest
-import yaml
 
-from app.config import TOPICS_DIR
 from app.localstack import produce
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import policy_file, wait_until
 from tests.integration.test_line_feedback import (
     insider_events,
     maac_calls_for,
@@ -67,17 +65,23 @@ def quiet_end() -> float:
     return time.time() + QUIET_LEFT_S
 
 
+def tokyo_night(tmp_path_factory, window_end: float, channels: tuple[str, ...]) -> str:
+    """A policy whose quiet hours on `channels` began in Tokyo 5 minutes ago and end at
+    `window_end`."""
+    window = {"start": (datetime.now(TOKYO) - timedelta(minutes=5)).strftime("%H:%M:%S"),
+              "end": datetime.fromtimestamp(window_end, TOKYO).strftime("%H:%M:%S")}
+
+    def edit(doc: dict) -> None:
+        for channel in channels:
+            doc["channels"][channel]["quiet_hours"] = dict(window)
+
+    return policy_file(tmp_path_factory, edit)
+
+
 @pytest.fixture(scope="module")
 def worker(start_worker, tmp_path_factory, quiet_end):
-    policy = yaml.safe_load((TOPICS_DIR / "messaging.yaml").read_text())
-    start = datetime.now(TOKYO) - timedelta(minutes=5)
-    end = datetime.fromtimestamp(quiet_end, TOKYO)
-    for channel in ("line", "sms"):
-        policy["channels"][channel]["quiet_hours"] = {"start": start.strftime("%H:%M:%S"),
-                                                      "end": end.strftime("%H:%M:%S")}
-    path = tmp_path_factory.mktemp("policy") / "messaging.yaml"
-    path.write_text(yaml.safe_dump(policy))
-    return start_worker(MESSAGING_FILE=str(path), DEFER_TICK_S="1", ADMIN_TOKEN="adm1n")
+    return start_worker(MESSAGING_FILE=tokyo_night(tmp_path_factory, quiet_end, ("line", "sms")),
+                        DEFER_TICK_S="1", ADMIN_TOKEN="adm1n")
 
 
 def held_record(broker, customer: str) -> list[dict]:
@@ -182,14 +186,9 @@ def test_a_deferred_message_survives_a_worker_crash(broker, sandbox, worker, sta
     """Runs last: it stops the module's worker, so only the crash-tested one reads the topics."""
     worker.kill()
     window_end = time.time() + 35
-    policy = yaml.safe_load((TOPICS_DIR / "messaging.yaml").read_text())
-    policy["channels"]["line"]["quiet_hours"] = {
-        "start": (datetime.now(TOKYO) - timedelta(minutes=5)).strftime("%H:%M:%S"),
-        "end": datetime.fromtimestamp(window_end, TOKYO).strftime("%H:%M:%S")}
-    path = tmp_path_factory.mktemp("policy") / "messaging.yaml"
-    path.write_text(yaml.safe_dump(policy))
-    env = {"MESSAGING_FILE": str(path), "DEFER_TICK_S": "1", "ADMIN_TOKEN": "adm1n",
-           "APP_ID": "safety-crash", "data_dir": str(tmp_path_factory.mktemp("crash"))}
+    env = {"MESSAGING_FILE": tokyo_night(tmp_path_factory, window_end, ("line",)),
+           "DEFER_TICK_S": "1", "ADMIN_TOKEN": "adm1n", "APP_ID": "safety-crash",
+           "data_dir": str(tmp_path_factory.mktemp("crash"))}
     first = start_worker(**env)
     customer, uid = f"CRASH-{uuid.uuid4().hex[:8]}", uid_for(9001, False)
     asyncio.run(produce(broker.bootstrap, [
