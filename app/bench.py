@@ -259,6 +259,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used: less noisy than wall time on a shared
+    machine, because time spent waiting for a core does not count."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def table_size(worker: WorkerProcess, name: str) -> int | None:
     try:
         async with httpx.AsyncClient(timeout=10.0) as client:
@@ -305,6 +312,25 @@ async def aiokafka_consume(bootstrap: str, expect: int) -> float:
         return n / max(time.monotonic() - (t0 or time.monotonic()), 1e-9)
     finally:
         await consumer.stop()
+
+
+async def topic_records(bootstrap: str) -> dict[str, int]:
+    """Records written so far to every topic (sum of the partitions' end offsets)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for topic in await consumer.topics()
+               for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+    totals: dict[str, int] = {}
+    for tp, end in ends.items():
+        totals[tp.topic] = totals.get(tp.topic, 0) + (end or 0)
+    return totals
 
 
 async def faust_consume(broker_url: str, expect: int, workdir: str) -> float:
@@ -376,6 +402,26 @@ def outcome_latencies_ms(follower: Follower, published: dict[str, float]) -> lis
     return out
 
 
+def stage_latencies_ms(follower: Follower, published: dict[str, float]) -> dict[str, list[float]]:
+    """Where the latency goes: publish -> normalized (ingress), -> routed (identity and
+    profile stages), -> delivered (sink), from the broker times of the outcome records."""
+    stages: dict[str, list[float]] = {"ingress": [], "identity+route": [], "sink": []}
+    for origin, sent in published.items():
+        state, normalized = follower.tracker.ingress.get(origin), follower.ingress_ts.get(origin)
+        if not isinstance(state, list) or normalized is None:
+            continue
+        stages["ingress"].append(normalized - sent * 1000)
+        for event_id in state:
+            routed = follower.route_ts.get(event_id)
+            if routed is None:
+                continue
+            stages["identity+route"].append(routed - normalized)
+            for _dest, _action, delivery_id in follower.tracker.routed.get(event_id, []):
+                if follower.tracker.final.get(delivery_id) == "delivered":
+                    stages["sink"].append(follower.final_ts[delivery_id] - routed)
+    return stages
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -434,6 +480,7 @@ async def run_bench(args) -> dict[str, Any]:
 
         # -- one worker from the pre-loaded backlog
         follower = await Follower(bootstrap).start()
+        records_before = await topic_records(bootstrap)
         before = sandbox_totals(await sandbox.get("/_sandbox/stats"))
         worker = WorkerProcess(worker_env(app_ids[0]), os.path.join(workdir, "w1"),
                                web_port=web_port).start()
@@ -446,6 +493,7 @@ async def run_bench(args) -> dict[str, Any]:
         figures["worker_rss_mb_start"] = round(rss_mb(worker.proc.pid), 1)
         log(f"worker ready; {figures['profiles_loaded']} profiles, "
             f"{figures['identifiers_loaded']} identifiers")
+        cpu_start = cpu_s(worker.proc.pid)
         profiler = None
         if args.profile:
             profiler = subprocess.Popen(
@@ -454,6 +502,7 @@ async def run_bench(args) -> dict[str, Any]:
                  args.profile, "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "py-spy.log"), "ab"))
         await follower.wait_accounted(origins, 120 + len(origins) / 100, "pipeline")
+        cpu_used = cpu_s(worker.proc.pid) - cpu_start
         if profiler is not None:
             profiler.send_signal(2)
             try:
@@ -467,6 +516,7 @@ async def run_bench(args) -> dict[str, Any]:
         figures["pipeline_per_s"] = round(rate)
         figures["enrichment_per_s"] = round(follower.routed_rate())
         figures["pipeline_deliveries_per_s"] = round(delivered / max(end - start, 1e-3))
+        figures["worker_cpu_ms_per_event"] = round(cpu_used * 1000 / len(origins), 2)
         figures["pipeline_vs_faust"] = round(rate / max(figures["faust_consume_only_per_s"], 1), 3)
         figures["pipeline_duplicates"] = sum(row["duplicates"] for row in phase.values())
         figures["ingress_dead_letters"] = follower.tracker.ingress_dlq
@@ -474,6 +524,11 @@ async def run_bench(args) -> dict[str, Any]:
             row = phase[dest]
             if row["deliveries"]:
                 figures[f"requests_per_event_{dest}"] = round(row["requests"] / row["deliveries"], 4)
+        written = {t: n - records_before.get(t, 0) for t, n in
+                   (await topic_records(bootstrap)).items() if n > records_before.get(t, 0)}
+        figures["kafka_records_per_event"] = round(sum(written.values()) / len(origins), 2)
+        log("records written per ingress record: " + ", ".join(
+            f"{t} {n / len(origins):.2f}" for t, n in sorted(written.items(), key=lambda x: -x[1])))
         log(f"pipeline_per_s {figures['pipeline_per_s']} over {end - start:.1f}s")
 
         # -- latency at half load, same worker
@@ -489,6 +544,9 @@ async def run_bench(args) -> dict[str, Any]:
         if not lat:  # no relay ids matched in the recorded calls: use the delivered outcomes
             figures["latency_source"] = "delivered_outcome"
             lat = outcome_latencies_ms(follower_live, published)
+        log("latency by stage (p50/p99 ms): " + ", ".join(
+            f"{name} {percentile(v, 50):.0f}/{percentile(v, 99):.0f}"
+            for name, v in stage_latencies_ms(follower_live, published).items()))
         await follower_live.stop()
         figures["latency_rate_per_s"] = round(live_rate)
         figures["latency_p50_ms"] = round(percentile(lat, 50), 1)

@@ -14,7 +14,11 @@ from app.agents import deferred, feedback, identity, ingress, ops, route, sinks
 from app.agents.context import Relay
 from app.catalog import load_catalog
 from app.config import Settings
-from app.faust_fixes import install_complete_flush_fix, install_resume_order_fix
+from app.faust_fixes import (
+    install_complete_flush_fix,
+    install_fetch_wait,
+    install_resume_order_fix,
+)
 from app.routing import load_rules
 
 STAGES = (ingress, identity, route, sinks, deferred, feedback, ops)
@@ -24,6 +28,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     """Build the relay's Faust app. `trace_ids` adds delivery ids to bodies (sandbox only)."""
     install_resume_order_fix()
     install_complete_flush_fix()
+    install_fetch_wait(settings.fetch_max_wait_ms)
     fast_recovery.install()
     app = faust.App(
         settings.app_id,

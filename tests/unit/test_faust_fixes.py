@@ -98,3 +98,18 @@ async def test_flush_waits_for_every_buffered_write_even_when_each_hand_over_is_
         assert buffer.size == 0
     finally:
         await buffer.stop()
+
+
+async def test_worker_consumer_fetch_wait_is_capped(tmp_path):
+    """Tansu answers a waiting fetch only when the wait is over, and Faust hard-codes 1,500 ms:
+    the worker's consumer must use the configured wait instead (read by the fetcher at start)."""
+    from app.config import load_settings
+    from app.worker import create_app
+
+    settings = load_settings({"BROKER_URL": "kafka://127.0.0.1:9", "FETCH_MAX_WAIT_MS": "40",
+                              "DATA_DIR": str(tmp_path)})
+    app = create_app(settings)
+    thread = app.consumer._thread
+    consumer = thread._create_worker_consumer(app.transport)
+    assert consumer._fetch_max_wait_ms == 40
+    assert load_settings({}).fetch_max_wait_ms == 50
