@@ -62,7 +62,13 @@ def admin_profile(worker, customer: str, kind: str = "customer_id") -> dict | No
 
 @pytest.fixture(scope="module")
 def quiet_end() -> float:
-    return time.time() + QUIET_LEFT_S
+    return whole_second(time.time() + QUIET_LEFT_S)
+
+
+def whole_second(t: float) -> float:
+    """Policy times are written to the second: a window must end on one, or it ends up to a
+    second before the time the test checks against."""
+    return float(int(t))
 
 
 def tokyo_night(tmp_path_factory, window_end: float, channels: tuple[str, ...]) -> str:
@@ -185,7 +191,7 @@ def test_a_deferred_message_survives_a_worker_crash(broker, sandbox, worker, sta
                                                     tmp_path_factory):
     """Runs last: it stops the module's worker, so only the crash-tested one reads the topics."""
     worker.kill()
-    window_end = time.time() + 35
+    window_end = whole_second(time.time() + 35)
     env = {"MESSAGING_FILE": tokyo_night(tmp_path_factory, window_end, ("line",)),
            "DEFER_TICK_S": "1", "ADMIN_TOKEN": "adm1n", "APP_ID": "safety-crash",
            "data_dir": str(tmp_path_factory.mktemp("crash"))}
