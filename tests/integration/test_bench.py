@@ -16,7 +16,8 @@ pytestmark = pytest.mark.integration
 EXPECTED = (
     "aiokafka_consume_per_s", "faust_consume_only_per_s", "pipeline_per_s",
     "pipeline_deliveries_per_s", "pipeline_vs_faust", "latency_p50_ms", "latency_p99_ms",
-    "worker_rss_mb", "profiles_loaded", "scaling_2_workers",
+    "worker_rss_mb", "profiles_loaded", "scaling_2_workers", "worker_cpu_ms_per_event",
+    "kafka_records_per_event",
 )
 
 
@@ -39,3 +40,5 @@ def test_bench_quick_prints_every_figure_and_records_the_run(tmp_path):
     text = record.read_text()
     assert "## " in text and "commit" in text
     assert "| pipeline_per_s |" in text
+    assert "latency by stage" in result.stderr and "records written per ingress record" in \
+        result.stderr, result.stderr[-3000:]
