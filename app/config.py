@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
+from app.broker import broker_is_tansu
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOPICS_DIR = REPO_ROOT / "topics"
 
@@ -60,7 +62,7 @@ class Settings:
     retry_base_s: float = 0.2
     retry_max_s: float = 5.0
     request_timeout_s: float = 10.0
-    fetch_max_wait_ms: int = 50
+    fetch_max_wait_ms: int = 500
     topic_retry_max: int = 5
     resend_idempotent_after_crash: bool = False
     breaker_threshold: int = 20
@@ -256,7 +258,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_base_s=_float(env, "RETRY_BASE_S", 0.2, 0.0, 60.0),
         retry_max_s=_float(env, "RETRY_MAX_S", 5.0, 0.0, 600.0),
         request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", 10.0, 0.1, 300.0),
-        fetch_max_wait_ms=_int(env, "FETCH_MAX_WAIT_MS", 50, 1, 10000),
+        # Kafka answers a waiting fetch as soon as records arrive; the embedded broker only when
+        # the wait is over, so there every hop can cost the whole wait.
+        fetch_max_wait_ms=_int(env, "FETCH_MAX_WAIT_MS", 50 if broker_is_tansu(env) else 500,
+                               1, 10000),
         topic_retry_max=_int(env, "TOPIC_RETRY_MAX", 5, 0, 100),
         breaker_threshold=_int(env, "BREAKER_THRESHOLD", 20, 1, 100000),
         resend_idempotent_after_crash=_bool(env, "RESEND_IDEMPOTENT_AFTER_CRASH", False),
