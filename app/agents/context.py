@@ -65,8 +65,8 @@ class Relay:
             key = key.encode()
         raw = value if isinstance(value, bytes) else orjson.dumps(value)
         # Straight to the producer: Faust's Topic.send wraps every record in a FutureMessage with
-        # callbacks and costs about 3x more CPU per record. The default partitioner is the same,
-        # and Faust flushes this producer before it commits offsets, so nothing is lost.
+        # callbacks (~280 us of CPU against ~86 us, measured in isolation). The partitioner is
+        # the same, and Faust flushes this producer before it commits offsets.
         await self.app.producer.send(topic, key, raw, None, None, headers)
 
     async def emit(self, stage: str, status: str, key: bytes | None = None, **fields: Any) -> None:
