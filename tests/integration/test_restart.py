@@ -52,8 +52,17 @@ def test_tables_survive_a_restart(broker, sandbox, start_worker, tmp_path, store
     records = [("identity.updates", f"R-{i}".encode(), identity_update(i)) for i in range(n)]
     asyncio.run(produce(broker.bootstrap, records))
     # every profile and both identifiers of each (customer_id, email) bound: the sizes are final
-    sizes = wait_until(lambda: (s := table_sizes(first))["profiles"] >= n
-                       and s["identities"] >= 2 * n and s, 90, what="profiles and index filled")
+    # (alone this takes ~15 s; once, under a full suite on 2 cores, it took over 90 s)
+    seen: list[dict] = []
+
+    def filled():
+        seen.append(table_sizes(first))
+        return seen[-1]["profiles"] >= n and seen[-1]["identities"] >= 2 * n and seen[-1]
+
+    try:
+        sizes = wait_until(filled, 180, what="profiles and index filled")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; table sizes at the end: {seen[-1:]}") from None
     before = profile(first_url := first.url, "customer_id", "R-7")
     first.kill()  # a crash, not a clean shutdown
     if store == "rocksdb://" and fast_min == "1":
