@@ -32,7 +32,8 @@ def test_each_stage_is_timed_from_the_end_of_the_one_before():
         (2_000, {"stage": "ingress", "status": "dead_lettered", "origin": "o2", "reason": "x"}),
     ])
     stages = stage_latencies_ms(follower, {"o1": 1.0, "o2": 1.9, "o3": 2.0})
-    assert stages == {"ingress": [30.0], "identity+route": [70], "sink": [150]}
+    assert stages == {"ingress": [30.0], "identity+route": [70], "sink": [150],
+                      "end_to_end": [250.0]}
 
 
 def test_percentile_of_nothing_is_not_a_number_that_looks_real():
