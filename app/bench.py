@@ -60,7 +60,7 @@ import orjson
 from app import bench_profiles
 from app.accounting import FINAL, Tracker
 from app.bench_args import DEFAULT_EVENTS, DEFAULT_PROFILES
-from app.broker import EmbeddedBroker, free_port, true_end_offsets
+from app.broker import EmbeddedBroker, free_port, record_counts, true_end_offsets
 from app.catalog import create_topics, load_catalog
 from app.config import DESTINATIONS, REPO_ROOT, load_settings
 from app.localstack import WorkerProcess, base_env, produce
@@ -314,25 +314,6 @@ async def aiokafka_consume(bootstrap: str, expect: int) -> float:
         await consumer.stop()
 
 
-async def topic_records(bootstrap: str) -> dict[str, int]:
-    """Records written so far to every topic (sum of the partitions' end offsets)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for topic in await consumer.topics()
-               for p in consumer.partitions_for_topic(topic) or ()]
-        ends = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
-    finally:
-        await consumer.stop()
-    totals: dict[str, int] = {}
-    for tp, end in ends.items():
-        totals[tp.topic] = totals.get(tp.topic, 0) + (end or 0)
-    return totals
-
-
 async def faust_consume(broker_url: str, expect: int, workdir: str) -> float:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app.bench_faust", "--broker", broker_url, "--expect", str(expect),
@@ -469,7 +450,7 @@ async def run_bench(args) -> dict[str, Any]:
 
         # -- one worker from the pre-loaded backlog
         follower = await Follower(bootstrap).start()
-        records_before = await topic_records(bootstrap)
+        records_before = await record_counts(bootstrap)
         before = sandbox_totals(await sandbox.get("/_sandbox/stats"))
         worker = WorkerProcess(worker_env(app_ids[0]), os.path.join(workdir, "w1"),
                                web_port=web_port).start()
@@ -514,7 +495,7 @@ async def run_bench(args) -> dict[str, Any]:
             if row["deliveries"]:
                 figures[f"requests_per_event_{dest}"] = round(row["requests"] / row["deliveries"], 4)
         written = {t: n - records_before.get(t, 0) for t, n in
-                   (await topic_records(bootstrap)).items() if n > records_before.get(t, 0)}
+                   (await record_counts(bootstrap)).items() if n > records_before.get(t, 0)}
         figures["kafka_records_per_event"] = round(sum(written.values()) / len(origins), 2)
         log("records written per ingress record: " + ", ".join(
             f"{t} {n / len(origins):.2f}" for t, n in sorted(written.items(), key=lambda x: -x[1])))

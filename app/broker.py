@@ -167,6 +167,33 @@ def install_highwater_fix() -> None:
     cls._relay_highwater_fix = True
 
 
+async def record_counts(bootstrap: str | list[str],
+                        topics: Iterable[str] | None = None) -> dict[str, int]:
+    """Records held per topic: end minus start offsets over its partitions, the end confirmed
+    with a fetch (`true_end_offsets`). `topics=None` counts every topic on the broker; topics
+    that do not exist are left out."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        names = existing if topics is None else [t for t in topics if t in existing]
+        tps = [TopicPartition(topic, p) for topic in names
+               for p in consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            return {}
+        ends = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
+        starts = await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    counts: dict[str, int] = {}
+    for tp in tps:
+        counts[tp.topic] = counts.get(tp.topic, 0) + max(0, (ends[tp] or 0) - (starts[tp] or 0))
+    return counts
+
+
 def broker_is_tansu(env: Mapping[str, str] | None = None) -> bool:
     """True when the worker talks to the embedded broker (set by whoever started it)."""
     env = os.environ if env is None else env

@@ -94,31 +94,26 @@ async def create_topics(bootstrap: str | list[str], specs: dict[str, TopicSpec])
 
 
 async def describe_topics(bootstrap: str | list[str], specs: dict[str, TopicSpec]) -> list[dict]:
-    """The catalog side by side with what the broker reports (partitions, end offsets)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    """The catalog side by side with what the broker reports (partitions, records held)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from app.broker import record_counts
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
         existing = await consumer.topics()
-        rows = []
-        for spec in specs.values():
-            row = {"name": spec.name, "kind": spec.kind, "key": spec.key,
-                   "partitions": spec.partitions, "cleanup_policy": spec.cleanup_policy,
-                   "retention_ms": spec.retention_ms, "schema": spec.schema,
-                   "exists": spec.name in existing, "broker_partitions": None, "messages": None}
-            if spec.name in existing:
-                parts = consumer.partitions_for_topic(spec.name) or set()
-                tps = [TopicPartition(spec.name, p) for p in sorted(parts)]
-                row["broker_partitions"] = len(tps)
-                if tps:
-                    ends = await consumer.end_offsets(tps)
-                    starts = await consumer.beginning_offsets(tps)
-                    row["messages"] = sum(ends[tp] - starts[tp] for tp in tps)
-            rows.append(row)
-        return rows
+        partitions = {spec.name: len(consumer.partitions_for_topic(spec.name) or ())
+                      for spec in specs.values() if spec.name in existing}
     finally:
         await consumer.stop()
+    counts = await record_counts(bootstrap, partitions)
+    return [{"name": spec.name, "kind": spec.kind, "key": spec.key,
+             "partitions": spec.partitions, "cleanup_policy": spec.cleanup_policy,
+             "retention_ms": spec.retention_ms, "schema": spec.schema,
+             "exists": spec.name in partitions, "broker_partitions": partitions.get(spec.name),
+             "messages": counts.get(spec.name)}
+            for spec in specs.values()]
 
 
 def bootstrap_of(broker_url: str) -> list[str]:
