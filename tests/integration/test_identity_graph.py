@@ -119,12 +119,17 @@ def test_merge_across_partitions_under_concurrent_events(broker, worker):
         if not all(views):
             return None
         pids = {v["profile_id"] for v in views} | {v["index_entry"] for v in views}
-        return views[0] if len(pids) == 1 else None
+        attrs = views[0]["attributes"]
+        # An entry points at the survivor before the loser's absorb lands there (docs/identity.md),
+        # so the first moment the index agrees can still show the survivor without the loser's
+        # identifiers; under CPU contention that window lasted seconds. Wait for convergence.
+        converged = (len(pids) == 1 and views[0]["identities"] == ids
+                     and (attrs.get("tier"), attrs.get("first_name")) == ("gold", "Bo")
+                     and (attrs.get("visits"), attrs.get("orders")) == (19, 19))
+        return views[0] if converged else None
 
-    view = wait_until(unified, 60, what="one profile with every index entry pointing at it")
-    assert view["identities"] == ids
-    assert view["attributes"]["tier"] == "gold" and view["attributes"]["first_name"] == "Bo"
-    assert view["attributes"]["visits"] == 19 and view["attributes"]["orders"] == 19
+    wait_until(unified, 90, what="one profile holding every identifier and the latest attributes,"
+               " with every index entry pointing at it")
     metrics = httpx.get(f"{worker.url}/metrics", timeout=5).text
     assert "relay_identity_merges_total 1.0" in metrics or "relay_identity_merges_total 2.0" in metrics
 
