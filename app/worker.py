@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import faust
 
-from app import fast_recovery, web
+from app import fast_recovery, faust_drain, web
 from app.agents import deferred, feedback, identity, ingress, ops, route, sinks
 from app.agents.context import Relay
 from app.catalog import load_catalog
@@ -30,6 +30,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     install_complete_flush_fix()
     install_fetch_wait(settings.fetch_max_wait_ms)
     fast_recovery.install()
+    faust_drain.install()
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from app.broker import free_port
+from app.broker import free_port, true_end_offsets
 from app.localstack import produce
 from tests.integration.conftest import wait_until
 
@@ -32,6 +32,27 @@ def profile(url: str, kind: str, value: str) -> dict:
 
 def table_sizes(worker) -> dict:
     return httpx.get(f"{worker.url}/_relay/tables", timeout=5).json()
+
+
+async def all_committed(bootstrap: str, group: str, topics: list[str]) -> bool:
+    """The group's committed offsets reach the end of `topics`: Faust flushes the producer before
+    it commits, so every table write those records caused is in the changelogs."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    # Assigned, not subscribed: reads the group's offsets without joining it.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        consumer.assign(tps)
+        ends = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
+        for tp in tps:
+            if ends[tp] and (await consumer.committed(tp) or 0) < ends[tp]:
+                return False
+        return bool(tps)
+    finally:
+        await consumer.stop()
 
 
 def fast_loads(worker) -> list[dict]:
@@ -63,6 +84,12 @@ def test_tables_survive_a_restart(broker, sandbox, start_worker, tmp_path, store
         sizes = wait_until(filled, 180, what="profiles and index filled")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; table sizes at the end: {seen[-1:]}") from None
+    # The tables fill before their changelog writes reach the broker (by seconds under load):
+    # crash only once a crash can no longer lose them, i.e. once the input is committed.
+    wait_until(lambda: asyncio.run(all_committed(broker.bootstrap, app_id, [
+        "identity.updates", "identity.claims", "identity.profiles"])), 60,
+        what="the input committed")
+    assert table_sizes(first) == sizes
     before = profile(first_url := first.url, "customer_id", "R-7")
     first.kill()  # a crash, not a clean shutdown
     if store == "rocksdb://" and fast_min == "1":
