@@ -13,8 +13,8 @@ a suspended flow) is raced against the flow suspension, exactly as Faust does: `
 the already-started coroutine on in a task, with the same result, exception and cancellation
 behaviour as if it had been a task from the start.
 
-X
-with only that line changed; the copy is installed only on the version it was taken from.
+`_drain_messages` below is faust-streaming 0.15.3's loop (`faust/transport/consumer.py`) with
+only that line changed; the copy is installed only on the version it was taken from.
 """
 
 from __future__ import annotations
