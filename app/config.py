@@ -78,8 +78,8 @@ class Settings:
     ambiguous_key_limit: int = 5
     fast_recovery_min: int = 10_000
     defer_tick_s: float = 5.0
-    rocksdb_write_buffer_mb: int = 8
-    rocksdb_block_cache_mb: int = 16
+    rocksdb_write_buffer_mb: int = 64
+    rocksdb_block_cache_mb: int = 64
     profile_attributes: tuple[str, ...] = ("first_name", "last_name", "tier", "language",
                                            "email_optin", "sms_optin", "line_optin")
     destinations: Mapping[str, DestinationConfig] = field(default_factory=dict)
@@ -273,8 +273,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ambiguous_key_limit=_int(env, "AMBIGUOUS_KEY_LIMIT", 5, 2, 100000),
         fast_recovery_min=_int(env, "FAST_RECOVERY_MIN", 10_000, 0, 10**12),
         defer_tick_s=_float(env, "DEFER_TICK_S", 5.0, 0.1, 3600.0),
-        rocksdb_write_buffer_mb=_int(env, "ROCKSDB_WRITE_BUFFER_MB", 8, 1, 4096),
-        rocksdb_block_cache_mb=_int(env, "ROCKSDB_BLOCK_CACHE_MB", 16, 1, 65536),
+        rocksdb_write_buffer_mb=_int(env, "ROCKSDB_WRITE_BUFFER_MB", 64, 8, 65536),
+        rocksdb_block_cache_mb=_int(env, "ROCKSDB_BLOCK_CACHE_MB", 64, 1, 65536),
         profile_attributes=_names(env, "PROFILE_ATTRIBUTES", Settings.profile_attributes),
         segments_file=segments_file,
         messaging_file=messaging_file,

@@ -55,6 +55,9 @@ CONSUMER_LAG_SECONDS = Gauge("relay_consumer_lag_seconds",
 RETRY_DEPTH = Gauge("relay_retry_topic_depth_messages",
                     "Records waiting in deliveries.retry.<destination> on this worker's partitions",
                     ["destination"])
+ROCKSDB_MEMORY = Gauge("relay_rocksdb_memory_bytes",
+                       "Memory of the worker's shared RocksDB budget in use (rocksdb:// stores)",
+                       ["kind"])
 REBALANCES = Counter("relay_rebalances_total", "Consumer group rebalances this worker went through")
 
 # --- LINE feedback (app/agents/feedback.py) ---

@@ -11,23 +11,15 @@ import faust
 import orjson
 import structlog
 
+from app import metrics
 from app.catalog import TopicSpec
 from app.config import Settings
 from app.envelope import Rejected
 from app.pipeline import ingress_dead_letter, origin_of, outcome_record
+from app.rocksdb_budget import Budget
 from app.routing import Rule
 
 log = structlog.get_logger(__name__)
-
-
-def rocksdb_options(settings: Settings) -> dict[str, int]:
-    """Memory bounds for every partition's RocksDB. Faust's defaults (64 MB x 3 write buffers
-    and a 2 GB block cache per partition database) let a worker with a few tables on a few
-    partitions grow past a gigabyte while it restores a large changelog."""
-    mb = 1024 * 1024
-    return {"write_buffer_size": settings.rocksdb_write_buffer_mb * mb,
-            "max_write_buffer_number": 2,
-            "block_cache_size": settings.rocksdb_block_cache_mb * mb}
 
 
 @dataclass
@@ -42,6 +34,7 @@ class Relay:
     # (e.g. LINE results -> feedback.insider); hooks run in the delivery's event context.
     outcome_hooks: list[Callable[[str, Any, str], Awaitable[None]]] = field(default_factory=list)
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    _rocksdb: Budget | None = None
 
     def topic(self, name: str) -> faust.TopicT:
         """A catalog topic with raw bytes keys and values (we encode with orjson)."""
@@ -53,11 +46,21 @@ class Relay:
 
     def table(self, name: str, **kwargs: Any):
         if name not in self.tables:
-            if self.settings.store.startswith("rocksdb"):
-                kwargs.setdefault("options", rocksdb_options(self.settings))
-            self.tables[name] = self.app.Table(
+            table = self.app.Table(
                 name, default=None, partitions=self.settings.partitions, key_type=str, **kwargs)
+            if self.settings.store.startswith("rocksdb"):
+                self.rocksdb_budget().attach(table)
+            self.tables[name] = table
         return self.tables[name]
+
+    def rocksdb_budget(self) -> Budget:
+        if self._rocksdb is None:
+            self._rocksdb = budget = Budget(self.settings.rocksdb_write_buffer_mb,
+                                            self.settings.rocksdb_block_cache_mb)
+            metrics.ROCKSDB_MEMORY.labels("write_buffers").set_function(
+                budget.write_buffers.get_usage)
+            metrics.ROCKSDB_MEMORY.labels("block_cache").set_function(budget.cache.get_usage)
+        return self._rocksdb
 
     async def send(self, topic: str, key: bytes | str | None, value: Any,
                    headers: Any = None) -> None:
