@@ -6,6 +6,7 @@ import os
 
 import faust
 import pytest
+from prometheus_client import REGISTRY
 
 from app.agents.context import Relay
 from app.config import Settings
@@ -26,6 +27,8 @@ def test_every_table_store_opens_within_the_one_budget(relay):
     assert all(isinstance(o, BudgetedOptions) for o in options)
     assert options[0].budget is options[1].budget is relay.rocksdb_budget()
     assert options[0].write_buffer_size == MB  # an eighth of 8 MB
+    for kind in ("write_buffers", "block_cache"):
+        assert REGISTRY.get_sample_value("relay_rocksdb_memory_bytes", {"kind": kind}) == 0
 
 
 def test_memory_store_tables_are_left_alone(tmp_path):
