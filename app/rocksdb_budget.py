@@ -11,6 +11,7 @@ bound the worker whatever the table and partition counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import rocksdict
@@ -41,8 +42,12 @@ class Budget:
             store.rocksdb_options = BudgetedOptions(self, **self.per_database(),
                                                     use_rocksdict=True)
 
+    def meters(self) -> dict[str, Callable[[], int]]:
+        """Bytes in use, by kind (the `kind` label of relay_rocksdb_memory_bytes)."""
+        return {"write_buffers": self.write_buffers.get_usage, "block_cache": self.cache.get_usage}
+
     def usage(self) -> dict[str, int]:
-        return {"write_buffers": self.write_buffers.get_usage(), "cache": self.cache.get_usage()}
+        return {kind: meter() for kind, meter in self.meters().items()}
 
 
 class BudgetedOptions(RocksDBOptions):

@@ -57,9 +57,8 @@ class Relay:
         if self._rocksdb is None:
             self._rocksdb = budget = Budget(self.settings.rocksdb_write_buffer_mb,
                                             self.settings.rocksdb_block_cache_mb)
-            metrics.ROCKSDB_MEMORY.labels("write_buffers").set_function(
-                budget.write_buffers.get_usage)
-            metrics.ROCKSDB_MEMORY.labels("block_cache").set_function(budget.cache.get_usage)
+            for kind, meter in budget.meters().items():
+                metrics.ROCKSDB_MEMORY.labels(kind).set_function(meter)
         return self._rocksdb
 
     async def send(self, topic: str, key: bytes | str | None, value: Any,

@@ -58,4 +58,4 @@ def test_many_databases_stay_within_the_shared_limits(tmp_path):
         for db in dbs:
             db.close()
     assert 0 < peak <= 8 * MB * 1.5
-    assert 0 < usage["cache"] <= 4 * MB * 1.05
+    assert 0 < usage["block_cache"] <= 4 * MB * 1.05
