@@ -19,6 +19,7 @@ from app.faust_fixes import (
     install_fetch_wait,
     install_resume_order_fix,
 )
+from app.partitioner import RememberingPartitioner
 from app.routing import load_rules
 
 STAGES = (ingress, identity, route, sinks, deferred, feedback, ops)
@@ -49,6 +50,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
         table_standby_replicas=0,
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,
+        producer_partitioner=RememberingPartitioner(),
         # Static group membership: a restarted member with the same id gets its partitions back
         # without a rebalance (within the session timeout).
         **({"consumer_group_instance_id": settings.group_instance_id}
