@@ -14,7 +14,8 @@ does not take the driver's CPU; calls it keeps are capped):
 2. Backlog: `--events` records are published to the ingress topics.
 3. `aiokafka_consume_per_s`: one plain aiokafka consumer reads the backlog and orjson-parses
    every value (in this process).
-4. `faust_consume_only_per_s`: `app.bench_faust` in its own process, an agent that only iterates.
+4. `faust_consume_only_per_s`: `app.bench_faust` in its own process, an agent that only iterates
+   (on the same `EVENT_LOOP` as the worker).
 5. `pipeline_per_s`: one relay worker (`python -m app worker`) processes the backlog.
    **Definition**: ingress records *fully accounted* per second: a record counts when it was
    normalized, routed, and every delivery it planned reached a final outcome after the sandbox

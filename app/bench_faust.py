@@ -27,9 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import faust
+    import mode.loop
     from faust.worker import Worker
 
+    from app.config import EVENT_LOOPS, load_settings
     from app.samples import INGRESS_TOPICS
+
+    # The same event loop as the relay worker, so `pipeline_vs_faust` compares like with like.
+    mode.loop.use(EVENT_LOOPS[load_settings().event_loop])
 
     app = faust.App(
         f"bench-faust-{uuid.uuid4().hex[:8]}", broker=args.broker, store="memory://",

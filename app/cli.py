@@ -26,15 +26,19 @@ def fail(message: str, code: int = 2) -> int:
 def cmd_worker(args) -> int:
     import os
 
+    import mode.loop
+
     from app import logs
     from app.broker import broker_is_tansu, install_highwater_fix
     from app.catalog import bootstrap_of, create_topics, load_catalog
+    from app.config import EVENT_LOOPS
 
     settings = load_settings()
     if not settings.broker_url:
         return fail("BROKER_URL is not set: `relay worker` needs a broker "
                     "(`relay run` starts an embedded one)")
     logs.configure(settings.log_level)
+    mode.loop.use(EVENT_LOOPS[settings.event_loop])
     if broker_is_tansu():
         install_highwater_fix()
     asyncio.run(create_topics(bootstrap_of(settings.broker_url), load_catalog(settings)))

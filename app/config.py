@@ -17,6 +17,9 @@ from app.broker import broker_is_tansu
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOPICS_DIR = REPO_ROOT / "topics"
 
+# Names a worker accepts for EVENT_LOOP, and the `mode.loop` backend each one selects.
+EVENT_LOOPS = {"uvloop": "uvloop", "asyncio": "aio"}
+
 DESTINATIONS = ("maac", "braze", "attentive", "sessionm", "insider", "air")
 
 
@@ -63,6 +66,7 @@ class Settings:
     retry_max_s: float = 5.0
     request_timeout_s: float = 10.0
     fetch_max_wait_ms: int = 500
+    event_loop: str = "uvloop"
     topic_retry_max: int = 5
     resend_idempotent_after_crash: bool = False
     breaker_threshold: int = 20
@@ -230,6 +234,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     from app.safety.policy import load_policy
 
     load_policy(messaging_file)  # ConfigError naming the channel, action or cap when it is wrong
+    event_loop = env.get("EVENT_LOOP", "uvloop").strip().lower() or "uvloop"
+    if event_loop not in EVENT_LOOPS:
+        raise ConfigError(f"EVENT_LOOP must be uvloop or asyncio, got {event_loop!r}")
     wallet_fallback = env.get("WALLET_FALLBACK", "send").strip().lower() or "send"
     if wallet_fallback not in {"send", "retry"}:
         raise ConfigError(f"WALLET_FALLBACK must be send or retry, got {wallet_fallback!r}")
@@ -262,6 +269,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # the wait is over, so there every hop can cost the whole wait.
         fetch_max_wait_ms=_int(env, "FETCH_MAX_WAIT_MS", 50 if broker_is_tansu(env) else 500,
                                1, 10000),
+        event_loop=event_loop,
         topic_retry_max=_int(env, "TOPIC_RETRY_MAX", 5, 0, 100),
         breaker_threshold=_int(env, "BREAKER_THRESHOLD", 20, 1, 100000),
         resend_idempotent_after_crash=_bool(env, "RESEND_IDEMPOTENT_AFTER_CRASH", False),

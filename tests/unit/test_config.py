@@ -10,6 +10,8 @@ def test_defaults_are_documented_values():
     assert settings.partitions == 4
     assert settings.web_port == 6066
     assert settings.destination("braze").configured is False
+    assert settings.event_loop == "uvloop"
+    assert load_settings({"EVENT_LOOP": " AsyncIO "}).event_loop == "asyncio"
 
 
 @pytest.mark.parametrize("env,name", [
@@ -23,6 +25,7 @@ def test_defaults_are_documented_values():
     ({"DEFAULT_REGION": "Taiwan"}, "DEFAULT_REGION"),
     ({"EMIT_OUTCOMES": "maybe"}, "EMIT_OUTCOMES"),
     ({"RETRY_BASE_S": "-1"}, "RETRY_BASE_S"),
+    ({"EVENT_LOOP": "gevent"}, "EVENT_LOOP"),
 ])
 def test_a_wrong_value_names_the_variable(env, name):
     with pytest.raises(ConfigError) as err:
