@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -57,7 +58,7 @@ def configure(level: str = "info", stream=None) -> None:
     stream = stream or sys.stderr
     numeric = getattr(logging, level.upper(), logging.INFO)
     processors = [
-        structlog.contextvars.merge_contextvars,
+        _event_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
@@ -88,12 +89,29 @@ TRACE_LOG_KEYS = ("eesEventId", "eesMasterEventId", "idempotency_key", "journey_
                   "origin")
 
 
+# The event the current task is working on, set once per event. Its ids are read only when a line
+# is written, which few events cause: structlog's own contextvars cost a clear and a bind per
+# event (~2.5 % of the worker's CPU in `relay bench`).
+_CURRENT_EVENT: ContextVar[tuple[dict | None, dict[str, Any]]] = ContextVar(
+    "relay_log_event", default=(None, {}))
+
+
 def bind_event(envelope: dict | None = None, **ids: Any) -> None:
-    """Bind the event id and upstream ids (eesEventId, MAAC idempotency key, journey id, ...) to
-    the current task's log context, replacing the previous event's. Call once per event."""
-    structlog.contextvars.clear_contextvars()
+    """Make the event id and upstream ids (eesEventId, MAAC idempotency key, journey id, ...) of
+    `envelope`, with `ids`, the context of the current task's log lines, replacing the previous
+    event's. Call once per event."""
+    _CURRENT_EVENT.set((envelope, ids))
+
+
+def event_ids(envelope: dict | None, ids: dict[str, Any]) -> dict[str, Any]:
     if envelope:
         trace = envelope.get("trace") or {}
         ids = {"event_id": envelope.get("event_id"), "event_type": envelope.get("type"),
                **{k: trace[k] for k in TRACE_LOG_KEYS if trace.get(k)}, **ids}
-    structlog.contextvars.bind_contextvars(**{k: v for k, v in ids.items() if v})
+    return {k: v for k, v in ids.items() if v}
+
+
+def _event_context(_logger, _name, event_dict: dict) -> dict:
+    for key, value in event_ids(*_CURRENT_EVENT.get()).items():
+        event_dict.setdefault(key, value)
+    return event_dict

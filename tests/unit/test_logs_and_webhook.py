@@ -37,3 +37,22 @@ def test_seen_keys_remembers_a_bounded_number():
     seen = SeenKeys(size=2)
     assert seen.add("a") and seen.add("b") and not seen.add("a")
     assert seen.add("c") and seen.add("b")  # "b" was evicted
+
+
+def test_log_lines_carry_the_current_events_ids_and_only_its_own():
+    out = io.StringIO()
+    logs.configure("info", stream=out)
+    log = structlog.get_logger("t")
+    logs.bind_event({"event_id": "e-1", "type": "points.earned",
+                     "trace": {"eesEventId": "ees-9", "journey_id": ""},
+                     "identities": {"email": "amy@example.com"}}, destination="braze")
+    log.info("first", destination="maac")
+    logs.bind_event(None, batch_size=3)
+    log.info("second")
+    first, second = (orjson.loads(line) for line in out.getvalue().splitlines())
+    assert (first["event_id"], first["event_type"], first["eesEventId"]) == (
+        "e-1", "points.earned", "ees-9")
+    assert first["destination"] == "maac"  # the call's own value wins
+    assert "journey_id" not in first and "amy@example.com" not in out.getvalue()
+    assert second["batch_size"] == 3 and "event_id" not in second and "eesEventId" not in second
+    structlog.reset_defaults()
