@@ -35,7 +35,8 @@ def policy_of(relay: Relay) -> Policy:
 def zone_of(prof: dict | None, policy: Policy):
     attrs = (prof or {}).get("a") or {}
     country = (attrs.get("country") or [None])[0]
-    phone = profiles.flat_identities(prof).get("phone") if prof else None
+    phones = (prof or {}).get("i", {}).get("phone")
+    phone = profiles.primary(phones) if phones else None
     return quiet.customer_zone(country, phone, policy.default_timezone)
 
 

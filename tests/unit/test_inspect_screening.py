@@ -36,3 +36,15 @@ def test_the_same_push_for_a_customer_who_blocked_the_account_is_suppressed():
 def test_at_noon_without_history_it_is_sent():
     [decision] = line_decisions({}, "2026-11-22T04:00:00Z")
     assert decision["action"] == "send" and decision["channel"] == "line"
+
+
+def test_the_zone_comes_from_the_profiles_latest_phone_when_no_country_is_known():
+    from app.agents.screen import zone_of
+    from app.safety.policy import load_policy
+
+    policy = load_policy(load_settings({}).messaging_file)
+    latest_in_japan = {"i": {"phone": {"+886912345678": 100, "+81312345678": 200},
+                             "email": {"a@example.com": 300}}}
+    assert zone_of(latest_in_japan, policy).key == "Asia/Tokyo"
+    assert zone_of({"a": {"country": ["TW"]}, **latest_in_japan}, policy).key == "Asia/Taipei"
+    assert zone_of({"i": {}}, policy).key == zone_of(None, policy).key == policy.default_timezone
