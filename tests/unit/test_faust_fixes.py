@@ -100,6 +100,38 @@ async def test_flush_waits_for_every_buffered_write_even_when_each_hand_over_is_
         await buffer.stop()
 
 
+async def test_flush_covers_writes_buffered_while_it_waits():
+    """A table write made while a flush waits (another agent's) is part of what it waits for:
+    the flush returns only once the buffer is empty and nothing is half-way to the producer."""
+    from faust.transport.producer import ProducerBuffer
+
+    from app.faust_fixes import install_complete_flush_fix
+
+    install_complete_flush_fix()
+    handed_over = []
+    buffer = ProducerBuffer()
+
+    class Channel:
+        async def publish_message(self, fut, wait=False):
+            await asyncio.sleep(0.01)
+            if fut.i == 0:  # written by another agent while the first is being handed over
+                for i in (3, 4):
+                    buffer.put(SimpleNamespace(message=SimpleNamespace(channel=self), i=i))
+            handed_over.append(fut.i)
+
+    buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))
+    await buffer.start()
+    try:
+        await buffer.flush()  # nothing buffered: returns at once
+        for i in range(3):
+            buffer.put(SimpleNamespace(message=SimpleNamespace(channel=Channel()), i=i))
+        await buffer.flush()
+        assert handed_over == [0, 1, 2, 3, 4]
+        assert buffer.size == 0
+    finally:
+        await buffer.stop()
+
+
 async def test_worker_consumer_fetch_wait_is_capped(tmp_path):
     """Tansu answers a waiting fetch only when the wait is over, and Faust hard-codes 1,500 ms:
     the worker's consumer must use the configured wait instead (read by the fetcher at start)."""
