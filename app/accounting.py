@@ -4,7 +4,7 @@ An ingress record (its origin, `topic/partition/offset`) is accounted for when i
 dead-lettered at ingress, or normalized into envelopes that were all routed, and every delivery
 they planned reached a terminal outcome (delivered, skipped, unreachable, dead-lettered, skipped as a
 duplicate, suppressed by consent or caps, or deferred to the end of quiet hours). Outcome
-records may arrive in any order.
+records may arrive in any order; each carries a batch of outcomes (`outcomes_in`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,18 @@ from typing import Any
 # customer's quiet hours end, which may be hours after a run.
 FINAL = {"delivered", "skipped", "unreachable", "dead_lettered", "duplicate_skipped", "suppressed",
          "deferred"}
+
+
+def outcomes_in(record: Any) -> list[Mapping[str, Any]]:
+    """The outcomes one relay.outcomes record carries. Workers write `{"batch": [outcome, ...]}`;
+    a bare outcome (written by workers before batching, still in the topic's retention) is a
+    batch of one. Anything else carries none."""
+    if not isinstance(record, Mapping):
+        return []
+    batch = record.get("batch")
+    if batch is None:
+        return [record] if "stage" in record else []
+    return [o for o in batch if isinstance(o, Mapping)] if isinstance(batch, list) else []
 
 
 @dataclass
@@ -34,7 +46,12 @@ class Tracker:
     def expect(self, origins: Iterable[str]) -> None:
         self.expected.update(origins)
 
-    def add(self, record: Mapping[str, Any]) -> None:
+    def add(self, record: Any) -> None:
+        """Take in one relay.outcomes record (a batch of outcomes, or a single one)."""
+        for outcome in outcomes_in(record):
+            self._add_one(outcome)
+
+    def _add_one(self, record: Mapping[str, Any]) -> None:
         stage, status = record.get("stage"), record.get("status")
         if stage == "ingress":
             if status == "dead_lettered":

@@ -21,8 +21,9 @@ does not take the driver's CPU; calls it keeps are capped):
    normalized, routed, and every delivery it planned reached a final outcome after the sandbox
    answered (delivered / skipped / unreachable / dead-lettered), or when it was dead-lettered at
    ingress. The window runs from the first ingress outcome to the last completion, both taken
-   from the broker's append timestamps on `relay.outcomes` (so worker start-up and the
-   benchmark's own polling are excluded). `pipeline_deliveries_per_s` is the deliveries the
+   from the outcomes' own times (`at`, the worker's clock when each happened; the worker writes
+   them to `relay.outcomes` in batches), so worker start-up and the benchmark's own polling are
+   excluded. `pipeline_deliveries_per_s` is the deliveries the
    sandbox accepted (unique relay delivery ids) over the same window.
    `pipeline_vs_faust` = `pipeline_per_s / faust_consume_only_per_s`.
    `requests_per_event_<destination>` = HTTP requests the sandbox received from the relay for that
@@ -59,7 +60,7 @@ import httpx
 import orjson
 
 from app import bench_profiles
-from app.accounting import FINAL, Tracker
+from app.accounting import FINAL, Tracker, outcomes_in
 from app.bench_args import DEFAULT_EVENTS, DEFAULT_PROFILES
 from app.broker import EmbeddedBroker, free_port, record_counts, true_end_offsets
 from app.catalog import create_topics, load_catalog
@@ -89,6 +90,14 @@ def backlog(n: int, seed: int) -> list[tuple[str, bytes | None, bytes]]:
 
 
 # --- reading relay.outcomes -------------------------------------------------------------------
+
+def epoch_ms(at: Any, default: int) -> int:
+    """An outcome's ISO `at` in ms since the epoch (`default` when missing or unreadable)."""
+    try:
+        return round(datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return default
+
 
 class Follower:
     """Reads relay.outcomes from where it stood when created, keeps the accounting and the broker
@@ -135,27 +144,32 @@ class Follower:
                     got += 1
                     self._add(msg.timestamp, orjson.loads(msg.value))
 
-    def _add(self, ts: int, record: dict[str, Any]) -> None:
+    def _add(self, ts: int, record: Any) -> None:
+        """One relay.outcomes record (broker time `ts`, ms): its outcomes are dated by their own
+        `at` (the worker's clock when each happened, this machine's clock), not by when their
+        batch reached the broker."""
         self.records += 1
-        self.tracker.add(record)
-        stage, status = record.get("stage"), record.get("status")
-        if stage == "ingress":
-            self.ingress_ts.setdefault(record.get("origin", ""), ts)
-        elif stage == "route":
-            self.route_ts.setdefault(record.get("event_id", ""), ts)
-        elif stage == "deliver" and status in FINAL:
-            self.final_ts.setdefault(record.get("delivery_id", ""), ts)
+        for outcome in outcomes_in(record):
+            self.tracker.add(outcome)
+            at = epoch_ms(outcome.get("at"), ts)
+            stage, status = outcome.get("stage"), outcome.get("status")
+            if stage == "ingress":
+                self.ingress_ts.setdefault(outcome.get("origin", ""), at)
+            elif stage == "route":
+                self.route_ts.setdefault(outcome.get("event_id", ""), at)
+            elif stage == "deliver" and status in FINAL:
+                self.final_ts.setdefault(outcome.get("delivery_id", ""), at)
 
     def routed_rate(self) -> float:
         """Events enriched and routed per second: routed events over the window from the first
-        ingress outcome to the last route outcome (broker times)."""
+        ingress outcome to the last route outcome (outcome times)."""
         if not self.route_ts or not self.ingress_ts:
             return 0.0
         start = min(self.ingress_ts.values())
         return len(self.route_ts) / max((max(self.route_ts.values()) - start) / 1000, 1e-3)
 
     def completed_at(self, origin: str) -> int:
-        """Broker time (ms) at which the record's last outcome was written."""
+        """Time (ms since the epoch) of the record's last outcome."""
         state = self.tracker.ingress[origin]
         latest = self.ingress_ts[origin]
         if state == "dlq":
@@ -371,9 +385,8 @@ def latencies_ms(calls: list[dict], follower: Follower, published: dict[str, flo
 
 def stage_latencies_ms(follower: Follower, published: dict[str, float]) -> dict[str, list[float]]:
     """Where the latency goes: publish -> normalized (ingress), -> routed (identity and
-    profile stages), -> delivered (sink), and publish -> delivered (`end_to_end`), from the broker
-    times of the outcome records (a `delivered` one is written right after the sandbox accepted
-    the delivery)."""
+    profile stages), -> delivered (sink), and publish -> delivered (`end_to_end`), from the times
+    of the outcomes (a `delivered` one is dated right after the sandbox accepted the delivery)."""
     stages: dict[str, list[float]] = {"ingress": [], "identity+route": [], "sink": [],
                                       "end_to_end": []}
     for origin, sent in published.items():

@@ -22,11 +22,12 @@ import os
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from app.accounting import Tracker
+from app.accounting import Tracker, outcomes_in
 from app.broker import EmbeddedBroker, free_port, true_end_offsets
 from app.catalog import bootstrap_of, create_topics, load_catalog
 from app.config import Settings
@@ -66,7 +67,11 @@ class Observed:
     retries: int = 0
     ambiguous: int = 0
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: Any) -> None:
+        for outcome in outcomes_in(record):
+            self._add_one(outcome)
+
+    def _add_one(self, record: Mapping[str, Any]) -> None:
         if record.get("stage") == "route":
             self.routed[record["event_id"]] = record.get("deliveries") or []
         elif record.get("stage") == "deliver":

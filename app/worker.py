@@ -61,5 +61,6 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     app.relay = relay
     for stage in STAGES:
         stage.install(relay)
+    relay.install_outcome_writer()
     web.install(app, relay)
     return app

@@ -21,6 +21,11 @@ from app.routing import Rule
 
 log = structlog.get_logger(__name__)
 
+# Outcomes per relay.outcomes record at most (~200 bytes each), and how long one may wait for
+# the rest of its batch when the producer is not flushed sooner.
+OUTCOME_BATCH_MAX = 500
+OUTCOME_WAIT_S = 0.05
+
 
 @dataclass
 class Relay:
@@ -35,6 +40,7 @@ class Relay:
     outcome_hooks: list[Callable[[str, Any, str], Awaitable[None]]] = field(default_factory=list)
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
     _rocksdb: Budget | None = None
+    _outcomes: list[dict[str, Any]] | None = None  # gathered for relay.outcomes (see emit)
 
     def topic(self, name: str) -> faust.TopicT:
         """A catalog topic with raw bytes keys and values (we encode with orjson)."""
@@ -71,10 +77,42 @@ class Relay:
         # the same, and Faust flushes this producer before it commits offsets.
         await self.app.producer.send(topic, key, raw, None, None, headers)
 
-    async def emit(self, stage: str, status: str, key: bytes | None = None, **fields: Any) -> None:
-        """An accounting record on relay.outcomes (see app.accounting)."""
-        if self.settings.emit_outcomes:
-            await self.send("relay.outcomes", key, outcome_record(stage, status, **fields))
+    async def emit(self, stage: str, status: str, **fields: Any) -> None:
+        """An accounting record for relay.outcomes (see app.accounting), written in batches."""
+        if not self.settings.emit_outcomes:
+            return
+        if self._outcomes is None:
+            self._outcomes = []
+            self._write_outcomes_before_flush()
+        self._outcomes.append(outcome_record(stage, status, **fields))
+        if len(self._outcomes) >= OUTCOME_BATCH_MAX:
+            await self.write_outcomes()
+
+    async def write_outcomes(self) -> None:
+        """Write the outcomes gathered so far as one record: one record per outcome was a
+        third of everything the relay wrote (4.8 records per event)."""
+        if self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            await self.send("relay.outcomes", None, {"batch": batch})
+
+    def install_outcome_writer(self) -> None:
+        """No outcome waits more than OUTCOME_WAIT_S for the rest of its batch."""
+        @self.app.timer(OUTCOME_WAIT_S, name="outcome-writer")
+        async def outcome_writer() -> None:
+            await self.write_outcomes()
+
+    def _write_outcomes_before_flush(self) -> None:
+        """Faust flushes the producer before it commits offsets (and on a rebalance or a stop):
+        the outcomes of the events it commits are written first, so a crash can repeat an
+        outcome, never lose one."""
+        producer = self.app.producer
+        flush = producer.flush
+
+        async def write_then_flush() -> None:
+            await self.write_outcomes()
+            await flush()
+
+        producer.flush = write_then_flush
 
     async def internal_error(self, stage: str, event, exc: Exception) -> None:
         """A bug met on one record: dead-letter the record with the reason, keep the stream going."""

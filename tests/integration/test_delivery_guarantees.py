@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from app.accounting import outcomes_in
 from app.config import load_settings
 from app.localstack import produce, read_topic
 from app.normalize import normalize_bytes
@@ -57,8 +58,8 @@ def planned_ids(records, destinations: set[str]) -> set[str]:
 
 def outcomes(broker, seconds: float = 3.0) -> list[dict]:
     async def collect():
-        return [r async for _t, r in read_topic(broker.bootstrap, ["relay.outcomes"],
-                                                idle_timeout_s=seconds) if r]
+        return [o async for _t, r in read_topic(broker.bootstrap, ["relay.outcomes"],
+                                                idle_timeout_s=seconds) for o in outcomes_in(r)]
     return asyncio.run(collect())
 
 

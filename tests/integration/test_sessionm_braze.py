@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from app.accounting import outcomes_in
 from app.localstack import produce, read_topic
 from app.sandbox.core import fraction
 from app.sandbox.sessionm import offers_for
@@ -24,8 +25,8 @@ def read_all(bootstrap, topic: str, idle_s: float = 1.0) -> list:
 
 
 def outcomes(bootstrap, destination: str, status: str | None = None) -> list[dict]:
-    return [o for o in read_all(bootstrap, "relay.outcomes")
-            if o and o.get("stage") == "deliver" and o.get("destination") == destination
+    return [o for record in read_all(bootstrap, "relay.outcomes") for o in outcomes_in(record)
+            if o.get("stage") == "deliver" and o.get("destination") == destination
             and (status is None or o.get("status") == status)]
 
 

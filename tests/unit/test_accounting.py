@@ -31,3 +31,23 @@ def test_an_event_routed_nowhere_is_complete():
     assert not t.done
     t.add({"stage": "route", "status": "routed", "event_id": "e", "deliveries": []})
     assert t.done
+
+
+def test_batches_and_single_outcomes_are_read_alike_and_junk_carries_none():
+    from app.accounting import outcomes_in
+
+    ingress = {"stage": "ingress", "status": "normalized", "origin": "o/0/1", "event_ids": ["e"]}
+    routed = {"stage": "route", "status": "routed", "event_id": "e",
+              "deliveries": [["braze", "track_event", "d1"]]}
+    delivered = {"stage": "deliver", "status": "delivered", "destination": "braze",
+                 "delivery_id": "d1"}
+    assert outcomes_in({"batch": [ingress, "junk", routed]}) == [ingress, routed]
+    assert outcomes_in(delivered) == [delivered]
+    for junk in (None, [], "x", {"batch": "x"}, {"batch": None}, {"other": 1}):
+        assert outcomes_in(junk) == []
+    t = Tracker()
+    t.expect(["o/0/1"])
+    t.add({"batch": [routed, ingress]})
+    assert not t.done
+    t.add(delivered)  # written by a worker from before batching
+    assert t.done

@@ -115,6 +115,9 @@ def test_derived_records_match_their_schemas():
             {"reason_code": exc.code, "reason": exc.detail, "source": "air",
              "topic": "air.outbound", "partition": 0, "offset": 17, "key": None,
              "value": "bm9wZQ==", "headers": [["x", "eQ=="]], "at": "2026-11-20T10:00:00Z"})
-    validator("schemas/relay.outcomes.json").validate(
-        {"stage": "delivery", "event_id": envelope["event_id"], "destination": "insider",
-         "status": "delivered", "at": "2026-11-20T10:00:00Z"})
+    outcome = {"stage": "deliver", "event_id": envelope["event_id"], "destination": "insider",
+               "status": "delivered", "at": "2026-11-20T10:00:00Z"}
+    outcomes = validator("schemas/relay.outcomes.json")
+    outcomes.validate({"batch": [outcome, {**outcome, "status": "dead_lettered"}]})
+    outcomes.validate(outcome)
+    assert not outcomes.is_valid({"batch": [{"stage": "deliver"}]})  # no status, no time

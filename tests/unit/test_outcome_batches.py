@@ -1,0 +1,58 @@
+"""Outcomes go to relay.outcomes in batches, and always before the producer is flushed: Faust
+flushes before it commits offsets, so a committed event's outcomes are never left behind."""
+
+from types import SimpleNamespace
+
+import orjson
+
+from app.agents.context import OUTCOME_BATCH_MAX, Relay
+from app.config import load_settings
+
+
+class Producer:
+    def __init__(self):
+        self.calls = []
+
+    async def send(self, topic, key, value, partition, timestamp, headers):
+        self.calls.append(("send", topic, orjson.loads(value)))
+
+    async def flush(self):
+        self.calls.append(("flush",))
+
+
+def relay_with(env=None) -> tuple[Relay, Producer]:
+    producer = Producer()
+    return Relay(SimpleNamespace(producer=producer), load_settings(env or {}), {}, []), producer
+
+
+async def test_outcomes_wait_for_a_flush_and_go_out_first_as_one_record():
+    relay, producer = relay_with()
+    await relay.emit("ingress", "normalized", origin="air.outbound/0/1", event_ids=["e"])
+    await relay.emit("route", "routed", event_id="e", deliveries=[])
+    assert producer.calls == []
+    await relay.app.producer.flush()  # what Faust calls before committing offsets
+    assert [c[0] for c in producer.calls] == ["send", "flush"]
+    _, topic, record = producer.calls[0]
+    assert topic == "relay.outcomes"
+    assert [(o["stage"], o["status"]) for o in record["batch"]] == [
+        ("ingress", "normalized"), ("route", "routed")]
+    assert all(o["at"].endswith("Z") for o in record["batch"])
+    await relay.app.producer.flush()
+    assert [c[0] for c in producer.calls] == ["send", "flush", "flush"]  # nothing new to write
+
+
+async def test_a_full_batch_is_written_at_once_and_the_timer_writes_the_rest():
+    relay, producer = relay_with()
+    for i in range(OUTCOME_BATCH_MAX + 3):
+        await relay.emit("deliver", "delivered", delivery_id=f"d{i}")
+    assert len(producer.calls) == 1 and len(producer.calls[0][2]["batch"]) == OUTCOME_BATCH_MAX
+    await relay.write_outcomes()  # the outcome-writer timer's work
+    assert [o["delivery_id"] for o in producer.calls[1][2]["batch"]] == [
+        f"d{OUTCOME_BATCH_MAX + i}" for i in range(3)]
+
+
+async def test_nothing_is_gathered_when_outcomes_are_off():
+    relay, producer = relay_with({"EMIT_OUTCOMES": "false"})
+    await relay.emit("deliver", "delivered", delivery_id="d1")
+    await relay.app.producer.flush()
+    assert producer.calls == [("flush",)]
