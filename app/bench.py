@@ -65,6 +65,7 @@ from app.bench_args import DEFAULT_EVENTS, DEFAULT_PROFILES
 from app.broker import EmbeddedBroker, free_port, record_counts, true_end_offsets
 from app.catalog import create_topics, load_catalog
 from app.config import DESTINATIONS, REPO_ROOT, load_settings
+from app.envelope import Rejected, parse_time
 from app.localstack import WorkerProcess, base_env, produce
 from app.safety.policy import without_quiet_hours
 from app.samples import INGRESS_TOPICS, sample_records
@@ -94,8 +95,8 @@ def backlog(n: int, seed: int) -> list[tuple[str, bytes | None, bytes]]:
 def epoch_ms(at: Any, default: int) -> int:
     """An outcome's ISO `at` in ms since the epoch (`default` when missing or unreadable)."""
     try:
-        return round(datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
+        return round(parse_time(at).timestamp() * 1000)
+    except Rejected:
         return default
 
 
