@@ -28,9 +28,9 @@ CHUNK = 50_000  # profiles generated and sent at a time: bounded memory
 
 
 def partition_of(key: str, partitions: int) -> int:
-    from aiokafka.partitioner import murmur2
+    from app.partitioner import kafka_hash
 
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return kafka_hash(key.encode()) % partitions
 
 
 def profile_ids(i: int) -> dict[str, str]:

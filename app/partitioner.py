@@ -14,6 +14,11 @@ from collections.abc import Sequence
 from aiokafka.partitioner import murmur2
 
 
+def kafka_hash(key: bytes) -> int:
+    """The non-negative hash Kafka's default partitioner takes modulo the partition count."""
+    return murmur2(key) & 0x7FFFFFFF
+
+
 class RememberingPartitioner:
     """A drop-in for `aiokafka.partitioner.DefaultPartitioner` (Faust's `producer_partitioner`).
 
@@ -32,5 +37,5 @@ class RememberingPartitioner:
         if hashed is None:
             if len(self._hashes) >= self.max_keys:
                 self._hashes.clear()
-            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+            hashed = self._hashes[key] = kafka_hash(key)
         return all_partitions[hashed % len(all_partitions)]

@@ -26,3 +26,11 @@ def test_no_key_spreads_over_available_partitions():
     chosen = {ours(None, [0, 1, 2, 3], [1, 3]) for _ in range(200)}
     assert chosen == {1, 3}
     assert {ours(None, [0, 1], []) for _ in range(200)} == {0, 1}
+
+
+def test_the_bench_preloads_profiles_where_the_worker_will_look_for_them():
+    from app.bench_profiles import partition_of
+
+    ours = RememberingPartitioner()
+    for key in ("p-1", "email:amy@example.com", "line_uid:U" + "0" * 32):
+        assert partition_of(key, 4) == ours(key.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
