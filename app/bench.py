@@ -150,8 +150,8 @@ class Follower:
         `at` (the worker's clock when each happened, this machine's clock), not by when their
         batch reached the broker."""
         self.records += 1
+        self.tracker.add(record)
         for outcome in outcomes_in(record):
-            self.tracker.add(outcome)
             at = epoch_ms(outcome.get("at"), ts)
             stage, status = outcome.get("stage"), outcome.get("status")
             if stage == "ingress":
