@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -328,8 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_like_interrupt(_signum, _frame) -> None:
+    signal.raise_signal(signal.SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func is not cmd_worker:
+        # SIGTERM (docker stop, Kubernetes, `timeout`) ends a command the way Ctrl-C does, so
+        # `relay run`, `bench` and `chaos` stop the broker, sandbox and workers they started
+        # instead of leaving them running. Faust's worker handles SIGTERM itself.
+        signal.signal(signal.SIGTERM, _terminate_like_interrupt)
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -1,8 +1,10 @@
 """The command line as users run it: real subprocesses, exit codes and one-line errors."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -63,3 +65,44 @@ def test_run_500_events_accounts_for_every_one(tmp_path):
     assert "records: 500" in out and "unaccounted: 0" in out
     for destination in ("braze", "insider", "maac"):
         assert destination in out
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_run_and_everything_it_started(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "BROKER_URL" and not k.endswith("_BASE_URL")}
+    proc = subprocess.Popen([*RELAY, "run", "--rate", "5", "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        for line in proc.stdout:
+            if line.startswith(b"worker on "):
+                break
+        started = children_of(proc.pid)
+        assert len(started) >= 2, started  # the embedded broker and the worker at least
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+        deadline = time.monotonic() + 30
+        while any(running(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in started if running(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
