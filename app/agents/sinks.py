@@ -26,14 +26,14 @@ from app import logs, metrics
 from app.agents.context import Relay, bind_event
 from app.config import DESTINATIONS
 from app.delivery.core import PAUSED, TERMINAL, Deliverer, Outcome
+from app.delivery.intents import SENDING, Intents, intent_key
 from app.destinations.registry import DESTINATIONS as IMPLEMENTATIONS
 from app.pipeline import delivery_dead_letter, event_age_s, next_attempt
 
 PARKED_REASON = "behind_earlier_retry"
 IN_LANE = "in_retry_lane"  # ledger status while the retry lane owns a delivery
-# Written (and flushed) before a request is made. Found again after a restart it means the
-# worker died with the request in flight: whether the destination got it is unknown.
-SENDING = "sending"
+# A delivery found still `SENDING` (app/delivery/intents.py) after a restart was in flight when
+# the worker died: whether the destination got it is unknown.
 AMBIGUOUS = "ambiguous_after_crash"
 
 
@@ -44,6 +44,7 @@ class Settler:
         self.relay = relay
         self.dest = dest
         self.ledger = relay.table("ledger")
+        self.intents = Intents(self.ledger)
         self.parked = relay.table("parked")  # "<dest>|<customer key>" -> items in the retry lane
         self.deliverer = Deliverer(IMPLEMENTATIONS[dest], relay.settings, trace_ids=relay.trace_ids)
 
@@ -69,20 +70,25 @@ class Settler:
         that event's context, so they land in the partition the delivery came from."""
         relay, dest = self.relay, self.dest
         await self.wait_for_breaker()
-        todo, event_of = [], {}
+        todo, event_of, in_flight = [], {}, {}
         for event, delivery in batch:
             bind_event(event)
-            done = self.ledger.get(delivery["delivery_id"])
-            status = (done or {}).get("status")
+            delivery_id = delivery["delivery_id"]
+            key = intent_key(event.message.topic, event.message.partition)
+            if key not in in_flight:
+                in_flight[key] = self.intents.in_flight(key)
+            status = (self.ledger.get(delivery_id) or {}).get("status")
+            if status is None and delivery_id in in_flight[key]:
+                status = SENDING
             settled = status in TERMINAL or (status == AMBIGUOUS and not delivery.get("redrive"))
-            if delivery["delivery_id"] in event_of or settled:
+            if delivery_id in event_of or settled:
                 metrics.LEDGER_HITS.labels(dest).inc()
                 if in_lane:
                     self._lane_add(delivery, -1)
                 await relay.emit("deliver", "duplicate_skipped", destination=dest,
-                                 delivery_id=delivery["delivery_id"], event_id=delivery["event_id"])
+                                 delivery_id=delivery_id, event_id=delivery["event_id"])
                 continue
-            event_of[delivery["delivery_id"]] = event
+            event_of[delivery_id] = event
             if status == SENDING and not (relay.settings.resend_idempotent_after_crash
                                           and self._idempotent(delivery)):
                 # Never risk messaging a person twice: an operator decides (relay dlq redrive).
@@ -97,9 +103,7 @@ class Settler:
             todo.append(delivery)
         if not todo:
             return []
-        for delivery in todo:
-            bind_event(event_of[delivery["delivery_id"]])
-            self.ledger[delivery["delivery_id"]] = {"status": SENDING, "at": time.time()}
+        stamps = self.write_intents(todo, event_of, in_flight)
         await relay.app.producer.flush()
         metrics.BATCH_SIZE.labels(dest).observe(len(todo))
         logs.bind_event(None, destination=dest, batch_size=len(todo))
@@ -109,9 +113,24 @@ class Settler:
         for outcome in results:
             bind_event(event_of[outcome.delivery_id])
             await self.record(outcome, in_lane)
+        for key, stamp in stamps.items():
+            self.intents.settled(key, stamp)
         # No flush here: outcomes become durable before offsets are committed (Faust flushes
         # first), and the next batch's intent flush carries them too.
         return results
+
+    def write_intents(self, todo: list[dict], event_of: dict, in_flight: dict) -> dict[str, str]:
+        """One write-ahead entry per source partition of the batch (app/delivery/intents.py)."""
+        by_key: dict[str, tuple[Any, list[str]]] = {}
+        for delivery in todo:
+            event = event_of[delivery["delivery_id"]]
+            key = intent_key(event.message.topic, event.message.partition)
+            by_key.setdefault(key, (event, []))[1].append(delivery["delivery_id"])
+        stamps = {}
+        for key, (event, ids) in by_key.items():
+            bind_event(event)
+            stamps[key] = self.intents.write(key, ids, in_flight[key])
+        return stamps
 
     def _idempotent(self, delivery: dict) -> bool:
         action = self.deliverer.destination.actions.get(delivery.get("action", ""))
