@@ -36,3 +36,25 @@ async def test_await_chain_follows_coroutines_and_async_generators():
 
 def test_await_chain_of_nothing_is_empty():
     assert await_chain(None) == []
+
+
+async def test_faust_keeps_no_per_record_statistics_unless_its_metrics_are_asked_for(tmp_path):
+    """Faust's default monitor counts and times every record for web pages the relay does not
+    serve; the worker runs a quiet one, and FAUST_METRICS=true brings Faust's Prometheus one."""
+    from faust.sensors.prometheus import PrometheusMonitor
+    from faust.types import TP
+
+    from app.agents.ops import QuietMonitor
+    from app.config import load_settings
+    from app.worker import create_app
+
+    env = {"BROKER_URL": "kafka://127.0.0.1:9", "DATA_DIR": str(tmp_path)}
+    monitor = create_app(load_settings(env)).monitor
+    assert isinstance(monitor, QuietMonitor)
+    monitor.on_message_in(TP("t", 0), 1, message=None)
+    monitor.on_table_set(table=None, key="k", value="v")
+    assert monitor.messages_received_total == 0 and not monitor.tables
+    monitor.on_tp_commit({TP("t", 0): 5})  # the consumer's direct calls still work
+    assert monitor.tp_committed_offsets[TP("t", 0)] == 5
+    metrics_app = create_app(load_settings({**env, "FAUST_METRICS": "true"}))
+    assert isinstance(metrics_app.monitor, PrometheusMonitor)
