@@ -59,12 +59,33 @@ class Rule:
     targets: tuple[Target, ...]
 
     def matches(self, envelope: Mapping[str, Any]) -> bool:
-        if self.source and envelope.get("source") != self.source:
+        return (self.matches_kind(envelope.get("source"), envelope.get("type", ""))
+                and all(cond(envelope) for cond in self.conditions))
+
+    def matches_kind(self, source: Any, etype: str) -> bool:
+        if self.source and source != self.source:
             return False
-        etype = envelope.get("type", "")
-        if etype != self.type_pattern and not fnmatch.fnmatchcase(etype, self.type_pattern):
-            return False
-        return all(cond(envelope) for cond in self.conditions)
+        return etype == self.type_pattern or fnmatch.fnmatchcase(etype, self.type_pattern)
+
+
+class Rules(list):
+    """The rules in file order, with the ones each (source, type) can match remembered: most
+    rules ask for one type, and matching every glob for every event cost more than routing."""
+
+    MEMORY = 10_000  # distinct (source, type) pairs; journey names are open-ended
+
+    def __init__(self, rules=()):
+        super().__init__(rules)
+        self._by_kind: dict[tuple[Any, str], list[Rule]] = {}
+
+    def for_kind(self, source: Any, etype: str) -> list[Rule]:
+        found = self._by_kind.get((source, etype))
+        if found is None:
+            if len(self._by_kind) >= self.MEMORY:
+                self._by_kind.clear()
+            found = self._by_kind[(source, etype)] = [
+                rule for rule in self if rule.matches_kind(source, etype)]
+        return found
 
 
 def _condition(rule: str, spec: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
@@ -89,7 +110,7 @@ def _message_kind(rule: str, target: Mapping[str, Any]) -> tuple[str | None, str
     return channel, purpose
 
 
-def parse_rules(doc: Any, known: Callable[[str, str], bool] | None = None) -> list[Rule]:
+def parse_rules(doc: Any, known: Callable[[str, str], bool] | None = None) -> Rules:
     if not isinstance(doc, Mapping) or not isinstance(doc.get("routes"), list):
         raise ConfigError("ROUTES_FILE must hold a 'routes' list")
     rules, names = [], set()
@@ -114,10 +135,10 @@ def parse_rules(doc: Any, known: Callable[[str, str], bool] | None = None) -> li
             raise ConfigError(f"ROUTES_FILE rule {name!r} delivers nowhere")
         conditions = tuple(_condition(name, c) for c in when.get("if") or [])
         rules.append(Rule(name, when["type"], when.get("source"), conditions, tuple(targets)))
-    return rules
+    return Rules(rules)
 
 
-def load_rules(path: str) -> list[Rule]:
+def load_rules(path: str) -> Rules:
     from app.destinations.registry import has_action
 
     try:
@@ -139,8 +160,11 @@ def plan(rules: list[Rule], envelope: Mapping[str, Any]) -> list[dict[str, Any]]
     """Every delivery an envelope asks for, one per (rule, target)."""
     out = []
     resend = (envelope.get("trace") or {}).get("resend")
-    for rule in rules:
-        if not rule.matches(envelope):
+    source, etype = envelope.get("source"), envelope.get("type", "")
+    candidates = (rules.for_kind(source, etype) if isinstance(rules, Rules)
+                  else [rule for rule in rules if rule.matches_kind(source, etype)])
+    for rule in candidates:
+        if not all(cond(envelope) for cond in rule.conditions):
             continue
         for target in rule.targets:
             delivery = {

@@ -81,3 +81,32 @@ def test_bad_message_declarations_name_the_rule(target, needle):
         rules({"name": "x", "when": {"type": "t"},
                "deliver": [{"destination": "attentive", "action": "text", **target}]})
     assert needle in str(err.value) and "ROUTES_FILE rule 'x'" in str(err.value)
+
+
+def test_rules_remembered_per_kind_plan_as_a_plain_list_does():
+    from app.config import load_settings
+    from app.routing import Rules, load_rules
+
+    shipped = load_rules(load_settings({}).routes_file)
+    assert isinstance(shipped, Rules)
+    kinds = [("air", "loyalty.tier.moved"), ("air", "loyalty.points.earned"),
+             ("journey", "journey.cart_abandoned"), ("annex", "loyalty_action.points_earned"),
+             ("sessionm", "sessionm.offer_issued"), ("relay", "line.sent"), (None, "nothing.at_all"),
+             ("annex", "loyalty.tier.moved")]
+    for source, etype in kinds * 2:  # the second time from memory
+        env = {**ENV, "source": source, "type": etype}
+        assert plan(shipped, env) == plan(list(shipped), env), (source, etype)
+    assert [r.name for r in shipped.for_kind("air", "loyalty.tier.moved")] == [
+        r.name for r in shipped if r.matches_kind("air", "loyalty.tier.moved")]
+
+
+def test_rules_memory_is_bounded_for_open_ended_types():
+    from app.routing import Rules
+
+    rs = rules({"name": "j", "when": {"type": "journey.*"},
+                "deliver": [{"destination": "braze", "action": "track_event"}]})
+    rs.MEMORY = 5
+    for i in range(12):
+        assert [r.name for r in rs.for_kind("journey", f"journey.j{i}")] == ["j"]
+    assert len(rs._by_kind) <= 5
+    assert isinstance(rs, Rules)
