@@ -386,8 +386,9 @@ def latencies_ms(calls: list[dict], follower: Follower, published: dict[str, flo
 
 def stage_latencies_ms(follower: Follower, published: dict[str, float]) -> dict[str, list[float]]:
     """Where the latency goes: publish -> normalized (ingress), -> routed (identity and
-    profile stages), -> delivered (sink), and publish -> delivered (`end_to_end`), from the times
-    of the outcomes (a `delivered` one is dated right after the sandbox accepted the delivery)."""
+    profile stages), -> delivered (sink, and `sink.<destination>` for each), and publish ->
+    delivered (`end_to_end`), from the times of the outcomes (a `delivered` one is dated right
+    after the sandbox accepted the delivery)."""
     stages: dict[str, list[float]] = {"ingress": [], "identity+route": [], "sink": [],
                                       "end_to_end": []}
     for origin, sent in published.items():
@@ -400,9 +401,11 @@ def stage_latencies_ms(follower: Follower, published: dict[str, float]) -> dict[
             if routed is None:
                 continue
             stages["identity+route"].append(routed - normalized)
-            for _dest, _action, delivery_id in follower.tracker.routed.get(event_id, []):
+            for dest, _action, delivery_id in follower.tracker.routed.get(event_id, []):
                 if follower.tracker.final.get(delivery_id) == "delivered":
                     stages["sink"].append(follower.final_ts[delivery_id] - routed)
+                    stages.setdefault(f"sink.{dest}", []).append(
+                        follower.final_ts[delivery_id] - routed)
                     stages["end_to_end"].append(follower.final_ts[delivery_id] - sent * 1000)
     return stages
 

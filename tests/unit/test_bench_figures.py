@@ -29,7 +29,7 @@ def test_each_stage_is_timed_from_the_end_of_the_one_before():
     published = {"o1": (BASE + 1_000) / 1000, "o2": (BASE + 1_900) / 1000, "o3": BASE / 1000 + 2}
     stages = stage_latencies_ms(follower, published)
     assert stages == {"ingress": [30.0], "identity+route": [70], "sink": [150],
-                      "end_to_end": [250.0]}
+                      "sink.maac": [150], "end_to_end": [250.0]}  # d2 was not delivered
     assert follower.completed_at("o1") == BASE + 1_400
     assert follower.completed_at("o2") == BASE + 2_000
     assert follower.records == 3
