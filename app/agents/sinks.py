@@ -113,8 +113,9 @@ class Settler:
         for outcome in results:
             bind_event(event_of[outcome.delivery_id])
             await self.record(outcome, in_lane)
-        for key, stamp in stamps.items():
-            self.intents.settled(key, stamp)
+        if len({outcome.delivery_id for outcome in results}) == len(todo):
+            for key, stamp in stamps.items():  # every delivery they list has its outcome now
+                self.intents.settled(key, stamp)
         # No flush here: outcomes become durable before offsets are committed (Faust flushes
         # first), and the next batch's intent flush carries them too.
         return results
