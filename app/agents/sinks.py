@@ -71,6 +71,7 @@ class Settler:
         relay, dest = self.relay, self.dest
         await self.wait_for_breaker()
         todo, event_of, in_flight = [], {}, {}
+        to_mark: dict[str, tuple[Any, list[str]]] = {}  # intent key -> (an event, delivery ids)
         for event, delivery in batch:
             bind_event(event)
             delivery_id = delivery["delivery_id"]
@@ -101,9 +102,10 @@ class Settler:
                 await self.park(delivery)
                 continue
             todo.append(delivery)
+            to_mark.setdefault(key, (event, []))[1].append(delivery_id)
         if not todo:
             return []
-        stamps = self.write_intents(todo, event_of, in_flight)
+        stamps = self.write_intents(to_mark, in_flight)
         await relay.app.producer.flush()
         metrics.BATCH_SIZE.labels(dest).observe(len(todo))
         logs.bind_event(None, destination=dest, batch_size=len(todo))
@@ -120,15 +122,12 @@ class Settler:
         # first), and the next batch's intent flush carries them too.
         return results
 
-    def write_intents(self, todo: list[dict], event_of: dict, in_flight: dict) -> dict[str, str]:
-        """One write-ahead entry per source partition of the batch (app/delivery/intents.py)."""
-        by_key: dict[str, tuple[Any, list[str]]] = {}
-        for delivery in todo:
-            event = event_of[delivery["delivery_id"]]
-            key = intent_key(event.message.topic, event.message.partition)
-            by_key.setdefault(key, (event, []))[1].append(delivery["delivery_id"])
+    def write_intents(self, to_mark: dict[str, tuple[Any, list[str]]],
+                      in_flight: dict[str, frozenset[str]]) -> dict[str, str]:
+        """One write-ahead entry per source partition of the batch (app/delivery/intents.py),
+        written in the context of one of its events so it lands in that partition."""
         stamps = {}
-        for key, (event, ids) in by_key.items():
+        for key, (event, ids) in to_mark.items():
             bind_event(event)
             stamps[key] = self.intents.write(key, ids, in_flight[key])
         return stamps
