@@ -58,14 +58,13 @@ class Rule:
     conditions: tuple[Callable[[Mapping[str, Any]], bool], ...]
     targets: tuple[Target, ...]
 
-    def matches(self, envelope: Mapping[str, Any]) -> bool:
-        return (self.matches_kind(envelope.get("source"), envelope.get("type", ""))
-                and all(cond(envelope) for cond in self.conditions))
-
     def matches_kind(self, source: Any, etype: str) -> bool:
         if self.source and source != self.source:
             return False
         return etype == self.type_pattern or fnmatch.fnmatchcase(etype, self.type_pattern)
+
+    def conditions_hold(self, envelope: Mapping[str, Any]) -> bool:
+        return all(cond(envelope) for cond in self.conditions)
 
 
 class Rules(list):
@@ -77,6 +76,11 @@ class Rules(list):
     def __init__(self, rules=()):
         super().__init__(rules)
         self._by_kind: dict[tuple[Any, str], list[Rule]] = {}
+
+    @classmethod
+    def of(cls, rules: list[Rule]) -> Rules:
+        """`rules` itself when it already remembers, else a `Rules` over the same rules."""
+        return rules if isinstance(rules, cls) else cls(rules)
 
     def for_kind(self, source: Any, etype: str) -> list[Rule]:
         found = self._by_kind.get((source, etype))
@@ -161,10 +165,8 @@ def plan(rules: list[Rule], envelope: Mapping[str, Any]) -> list[dict[str, Any]]
     out = []
     resend = (envelope.get("trace") or {}).get("resend")
     source, etype = envelope.get("source"), envelope.get("type", "")
-    candidates = (rules.for_kind(source, etype) if isinstance(rules, Rules)
-                  else [rule for rule in rules if rule.matches_kind(source, etype)])
-    for rule in candidates:
-        if not all(cond(envelope) for cond in rule.conditions):
+    for rule in Rules.of(rules).for_kind(source, etype):
+        if not rule.conditions_hold(envelope):
             continue
         for target in rule.targets:
             delivery = {
