@@ -163,6 +163,15 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices) -> str:
+    """One of `choices`, case-insensitive; a wrong value is a ConfigError listing them."""
+    value = env.get(name, default).strip().lower() or default
+    if value not in choices:
+        *first, last = choices
+        raise ConfigError(f"{name} must be {', '.join(first)} or {last}, got {value!r}")
+    return value
+
+
 def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     parsed = urlparse(raw)
     if parsed.scheme not in schemes or not parsed.netloc:
@@ -220,9 +229,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     store = env.get("STORE", "memory://").strip() or "memory://"
     if store not in {"memory://", "rocksdb://"}:
         raise ConfigError(f"STORE must be memory:// or rocksdb://, got {store!r}")
-    log_level = env.get("LOG_LEVEL", "info").strip().lower() or "info"
-    if log_level not in {"debug", "info", "warning", "error"}:
-        raise ConfigError(f"LOG_LEVEL must be debug, info, warning or error, got {log_level!r}")
+    log_level = _choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error"))
     region = env.get("DEFAULT_REGION", "TW").strip().upper() or "TW"
     if len(region) != 2 or not region.isalpha():
         raise ConfigError(f"DEFAULT_REGION must be a two-letter country code, got {region!r}")
@@ -234,12 +241,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     from app.safety.policy import load_policy
 
     load_policy(messaging_file)  # ConfigError naming the channel, action or cap when it is wrong
-    event_loop = env.get("EVENT_LOOP", "uvloop").strip().lower() or "uvloop"
-    if event_loop not in EVENT_LOOPS:
-        raise ConfigError(f"EVENT_LOOP must be uvloop or asyncio, got {event_loop!r}")
-    wallet_fallback = env.get("WALLET_FALLBACK", "send").strip().lower() or "send"
-    if wallet_fallback not in {"send", "retry"}:
-        raise ConfigError(f"WALLET_FALLBACK must be send or retry, got {wallet_fallback!r}")
+    event_loop = _choice(env, "EVENT_LOOP", "uvloop", tuple(EVENT_LOOPS))
+    wallet_fallback = _choice(env, "WALLET_FALLBACK", "send", ("send", "retry"))
     destinations = load_destinations(env)
     destinations["sessionm"] = replace(destinations["sessionm"], extra={
         **destinations["sessionm"].extra, "segments_file": segments_file})
