@@ -403,10 +403,10 @@ def stage_latencies_ms(follower: Follower, published: dict[str, float]) -> dict[
             stages["identity+route"].append(routed - normalized)
             for dest, _action, delivery_id in follower.tracker.routed.get(event_id, []):
                 if follower.tracker.final.get(delivery_id) == "delivered":
-                    stages["sink"].append(follower.final_ts[delivery_id] - routed)
-                    stages.setdefault(f"sink.{dest}", []).append(
-                        follower.final_ts[delivery_id] - routed)
-                    stages["end_to_end"].append(follower.final_ts[delivery_id] - sent * 1000)
+                    delivered = follower.final_ts[delivery_id]
+                    stages["sink"].append(delivered - routed)
+                    stages.setdefault(f"sink.{dest}", []).append(delivered - routed)
+                    stages["end_to_end"].append(delivered - sent * 1000)
     return stages
 
 
