@@ -24,7 +24,7 @@ def known_env_vars() -> set[str]:
     """Every variable app/config.py reads, plus the two read elsewhere (broker flavour, trace ids)."""
     source = (ROOT / "app/config.py").read_text()
     names = set(re.findall(r'env(?:\.get)?\(\s*"([A-Z][A-Z0-9_]+)"', source))
-    names |= set(re.findall(r'_(?:int|float|bool|file)\(\s*env,\s*"([A-Z][A-Z0-9_]+)"', source))
+    names |= set(re.findall(r'_(?:int|float|bool|file|choice)\(\s*env,\s*"([A-Z][A-Z0-9_]+)"', source))
     names |= set(re.findall(r'_file\("([A-Z][A-Z0-9_]+)"', source))
     for dest, variables in DESTINATION_VARS.items():
         names |= set(variables.values()) | {f"{dest.upper()}_RATE_SCALE"}
