@@ -102,7 +102,12 @@ class Settler:
                 await self.park(delivery)
                 continue
             todo.append(delivery)
-            to_mark.setdefault(key, (event, []))[1].append(delivery_id)
+            if status is None:
+                to_mark.setdefault(key, (event, []))[1].append(delivery_id)
+            else:
+                # Its own mark, replacing the status it has (in the retry lane, or ambiguous and
+                # re-driven): a listed delivery that has a status counts as no longer in flight.
+                self.ledger[delivery_id] = {"status": SENDING, "at": time.time()}
         if not todo:
             return []
         stamps = self.write_intents(to_mark, in_flight)

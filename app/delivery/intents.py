@@ -6,8 +6,11 @@ restart they go to an operator (`ambiguous_after_crash`) instead of messaging a 
 
 One entry per (topic, partition) of a batch lists its deliveries, and is overwritten by that
 partition's next batch, instead of one `sending` entry per delivery: half the ledger's
-changelog records. The entry is written in its partition's event context, so it lands in the
-same changelog partition as the deliveries' own outcomes, after those of the batch before.
+changelog records. An entry lists only deliveries without a ledger status of their own, so any
+status they have later is their outcome; one that has a status already (in the retry lane,
+or ambiguous and re-driven) is marked `sending` in its own entry instead, as before. The
+entry is written in its partition's event context, so it lands in the same changelog partition
+as the deliveries' own outcomes, after those of the batch before.
 
 Overwriting is safe once every delivery the entry lists has an outcome in the ledger. A sink
 knows that for the entries it wrote itself and settled (`settled`); for any other entry (written
