@@ -21,7 +21,7 @@ class FaultPlan:
     error_rate: float = 0.0
     statuses: list[int] = field(default_factory=lambda: [500])
     timeout_rate: float = 0.0
-    latency_ms: float = 0.0
+    latency_ms: float = 0.0  # added before the call is acted on, even if the client has left
     outage_s: float = 0.0
     timeout_s: float = 30.0  # how long a "timed out" call hangs before the sandbox answers 504
     outage_until: float = 0.0  # monotonic deadline derived from outage_s

@@ -88,6 +88,9 @@ async def dispatch(hub: Hub, emu: Emulator, ep: Endpoint, request: web.Request) 
     hub.observer.arrive(f"{name}:{ep.name}")
     for bucket in ep.limits:
         hub.observer.arrive(bucket)
+    # Read first, like a real server: with added latency the call is still acted on after a
+    # client that stopped waiting has gone (an answer lost to the client's time-out).
+    raw = await request.read()
     fault = hub.faults.decide(name)
     if fault is not None:
         if fault.latency_s:
@@ -108,7 +111,6 @@ async def dispatch(hub: Hub, emu: Emulator, ep: Endpoint, request: web.Request) 
             return json_response(fault.status, body, headers)
 
     tail = request.path[len(emu.prefix):] or "/"
-    raw = await request.read()
     if not emu.authorized(request, tail, raw):
         status = emu.auth_status()
         hub.recorder.status(name, status)
