@@ -31,6 +31,7 @@ from app.accounting import Tracker, outcomes_in
 from app.broker import EmbeddedBroker, free_port, true_end_offsets
 from app.catalog import bootstrap_of, create_topics, load_catalog
 from app.config import Settings
+from app.delivery.core import AMBIGUOUS
 from app.localstack import (
     TopicPublisher,
     WorkerProcess,
@@ -65,7 +66,7 @@ class Observed:
     routed: dict[str, list] = field(default_factory=dict)
     final: dict[str, str] = field(default_factory=dict)
     retries: int = 0
-    ambiguous: int = 0
+    ambiguous: Counter = field(default_factory=Counter)  # reason -> dead letters
 
     def add(self, record: Any) -> None:
         for outcome in outcomes_in(record):
@@ -84,8 +85,8 @@ class Observed:
                     self.final.setdefault(record["delivery_id"], status)
                 else:
                     self.final[record["delivery_id"]] = status
-                if record.get("reason") == "ambiguous_after_crash":
-                    self.ambiguous += 1
+                if record.get("reason") in AMBIGUOUS:
+                    self.ambiguous[record["reason"]] += 1
 
     def planned(self) -> dict[str, str]:
         return {d[2]: d[0] for deliveries in self.routed.values() for d in deliveries}
@@ -254,7 +255,7 @@ def figures(cfg: ChaosConfig, tracker: Tracker, observed: Observed, sandbox, dlq
         "deliveries_accepted": sum(1 for d in planned if d in accepted),
         "retries": observed.retries,
         "dead_letters": len(dlq),
-        "ambiguous_after_crash": observed.ambiguous,
+        **{reason: observed.ambiguous[reason] for reason in AMBIGUOUS},
         "air_repeats_recognised_by_reference": len(air_repeats),
         "elapsed_s": round(elapsed, 1),
     }

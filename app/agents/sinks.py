@@ -25,16 +25,13 @@ import orjson
 from app import logs, metrics
 from app.agents.context import Relay, bind_event
 from app.config import DESTINATIONS
-from app.delivery.core import PAUSED, TERMINAL, Deliverer, Outcome
+from app.delivery.core import AFTER_CRASH, AMBIGUOUS, PAUSED, TERMINAL, Deliverer, Outcome
 from app.delivery.intents import SENDING, Intents, intent_key
 from app.destinations.registry import DESTINATIONS as IMPLEMENTATIONS
 from app.pipeline import delivery_dead_letter, event_age_s, next_attempt
 
 PARKED_REASON = "behind_earlier_retry"
 IN_LANE = "in_retry_lane"  # ledger status while the retry lane owns a delivery
-# A delivery found still `SENDING` (app/delivery/intents.py) after a restart was in flight when
-# the worker died: whether the destination got it is unknown.
-AMBIGUOUS = "ambiguous_after_crash"
 
 
 class Settler:
@@ -81,7 +78,7 @@ class Settler:
             status = (self.ledger.get(delivery_id) or {}).get("status")
             if status is None and delivery_id in in_flight[key]:
                 status = SENDING
-            settled = status in TERMINAL or (status == AMBIGUOUS and not delivery.get("redrive"))
+            settled = status in TERMINAL or (status in AMBIGUOUS and not delivery.get("redrive"))
             if delivery_id in event_of or settled:
                 metrics.LEDGER_HITS.labels(dest).inc()
                 if in_lane:
@@ -93,7 +90,8 @@ class Settler:
             if status == SENDING and not (relay.settings.resend_idempotent_after_crash
                                           and self._idempotent(delivery)):
                 # Never risk messaging a person twice: an operator decides (relay dlq redrive).
-                await self.finish(Outcome(delivery, "failed", AMBIGUOUS), in_lane)
+                # Found still `SENDING` after a restart: in flight when the worker died.
+                await self.finish(Outcome(delivery, "failed", AFTER_CRASH), in_lane)
                 continue
             # A copy of an item the lane holds (a replay) parks behind it rather than being
             # dropped: the lane skips it if the first copy ends, and delivers it if that copy
@@ -183,7 +181,7 @@ class Settler:
         if in_lane:
             self._lane_add(delivery, -1)
         # An ambiguous item stays settled for replays; only `relay dlq redrive` sends it again.
-        ledger_status = AMBIGUOUS if outcome.reason == AMBIGUOUS else status
+        ledger_status = outcome.reason if outcome.reason in AMBIGUOUS else status
         self.ledger[outcome.delivery_id] = {"status": ledger_status, "at": time.time()}
         metrics.OUTCOMES.labels(dest, delivery["action"], status).inc()
         age = event_age_s(delivery.get("envelope") or {})

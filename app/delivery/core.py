@@ -8,6 +8,8 @@ back as status "retry" and the sink puts it on the destination's retry topic, so
 never blocks behind one failing item.
 
 Outcome statuses: delivered | skipped | unreachable | failed (permanent, dead-letter) | retry.
+A request left without an answer is retried only for idempotent actions; for the others it is
+failed as `ambiguous_no_response` (see NO_ANSWER), since the destination may have acted on it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ TERMINAL = {"delivered", "skipped", "unreachable", "failed"}
 # Reason prefix of a retry caused by rejected credentials: the destination is paused, and the
 # item keeps its retry budget (an expired key must not dead-letter the whole backlog).
 PAUSED = "paused:"
+# Transport failures after the whole request was sent (see Reply.unanswered).
+SENT_UNANSWERED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+# Dead-letter reasons of deliveries the destination may have acted on, for actions that must not
+# be sent twice: a replay skips them and an operator decides (`relay dlq redrive`).
+AFTER_CRASH = "ambiguous_after_crash"  # still marked in flight after a restart (sinks, intents)
+NO_ANSWER = "ambiguous_no_response"  # the request went out and no answer came
+AMBIGUOUS = (AFTER_CRASH, NO_ANSWER)
 
 
 @dataclass
@@ -145,10 +154,11 @@ class HttpSender:
                 request.method, request.path, content=content or None,
                 params=request.params, headers=headers,
             )
-        except httpx.TimeoutException:
-            return self._observe(Reply(0, {}, None, "timeout"), started)
         except httpx.HTTPError as exc:
-            return self._observe(Reply(0, {}, None, type(exc).__name__.lower()), started)
+            error = "timeout" if isinstance(exc, httpx.ReadTimeout) else type(exc).__name__.lower()
+            unanswered = (isinstance(exc, SENT_UNANSWERED) and request.delivers
+                          and request.method not in ("GET", "HEAD"))
+            return self._observe(Reply(0, {}, None, error, unanswered), started)
         try:
             parsed = response.json() if response.content else None
         except ValueError:
@@ -168,7 +178,7 @@ class HttpSender:
 
 def outcome_label(reply: Reply) -> str:
     if reply.status == 0:
-        return "timeout" if reply.error == "timeout" else "connection"
+        return "timeout" if "timeout" in reply.error else "connection"
     if reply.status == 429:
         return "429"
     return f"{reply.status // 100}xx"
@@ -238,17 +248,20 @@ class Deliverer:
             if len(results) != len(pending):
                 raise RuntimeError(f"{self.destination.name}.{action.name} returned "
                                    f"{len(results)} results for {len(pending)} items")
-            retry, wait = [], 0.0
+            retry, wait, unanswered = [], 0.0, 0
             for (delivery, item), result in zip(pending, results):
                 if result.status == "auth":
                     self._pause(result)
                     retry.append((delivery, item, result))
+                elif result.status == "retry" and result.unanswered and not action.idempotent:
+                    unanswered += 1
+                    done.append(Outcome(delivery, "failed", NO_ANSWER, 0, attempt, result.reason))
                 elif result.status == "retry":
                     retry.append((delivery, item, result))
                     wait = max(wait, result.retry_after_s or 0.0)
                 else:
                     done.append(_outcome(delivery, result, attempt))
-            self.breaker.record(len(retry) < len(pending) or not pending)
+            self.breaker.record(len(retry) + unanswered < len(pending) or not pending)
             if not retry:
                 return done
             pending = [(d, i) for d, i, _ in retry]

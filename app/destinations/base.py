@@ -40,6 +40,9 @@ class HttpRequest:
     params: Mapping[str, Any] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     limit: str = "default"  # which rate-limit bucket this call draws from
+    # False for a call that does not carry the delivery (MAAC topic set-up): when it goes
+    # unanswered nothing was delivered, so it is retried whatever the action. GETs never carry it.
+    delivers: bool = True
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,15 @@ class Reply:
     status: int
     headers: Mapping[str, str]
     body: Any  # parsed JSON where possible, else text
-    error: str = ""  # "timeout", "connect", ... when status == 0
+    error: str = ""  # "timeout", "connecterror", ... when status == 0
+    # The delivering request went out and no answer came (read time-out, reset, close): the
+    # destination may have acted on it. Failures before that (connect, pool, write) are not.
+    unanswered: bool = False
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class ItemResult:
     http_status: int = 0
     detail: Any = None  # small, redacted summary of the response for the DLQ record
     retry_after_s: float | None = None
+    unanswered: bool = False  # from Reply.unanswered
 
 
 Send = Callable[[HttpRequest], Awaitable[Reply]]
@@ -78,7 +86,7 @@ Send = Callable[[HttpRequest], Awaitable[Reply]]
 def classify(reply: Reply) -> ItemResult:
     """The default, contract-wide reading of a status code for a whole request."""
     if reply.status == 0:
-        return ItemResult("retry", reply.error or "transport", 0)
+        return ItemResult("retry", reply.error or "transport", 0, unanswered=reply.unanswered)
     if reply.ok:
         return ItemResult("delivered", "", reply.status)
     if reply.status in (401, 403):

@@ -240,7 +240,8 @@ async def ensure_topic(send: Send, config: Any, name: str, max_pages: int = 20) 
             return _TOPIC_CACHE[key]
         found = await _find_topic(send, name, max_pages)
         if found is None:
-            reply = await send(HttpRequest("POST", EVENT_PATH, json={"name": name}))
+            reply = await send(HttpRequest("POST", EVENT_PATH, json={"name": name},
+                                           delivers=False))
             if reply.status == 400:  # another worker may have created it meanwhile
                 found = await _find_topic(send, name, max_pages)
                 if found is None:
