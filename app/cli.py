@@ -172,7 +172,13 @@ def cmd_replay(args) -> int:
 
 
 def cmd_dlq(args) -> int:
-    from app.replay import dlq_records, dlq_summary, redrive, redrive_selection
+    from app.replay import (
+        AMBIGUOUS_PREFIX,
+        dlq_records,
+        dlq_summary,
+        redrive,
+        redrive_selection,
+    )
 
     _settings, bootstrap = _broker_settings()
     records = asyncio.run(dlq_records(bootstrap, args.topic))
@@ -182,6 +188,11 @@ def cmd_dlq(args) -> int:
         print(f"total: {len(records)}")
         return 0
     chosen = redrive_selection(records, args.topic, args.destination, args.reason)
+    kept = 0 if args.reason else len(redrive_selection(records, args.topic, args.destination,
+                                                       AMBIGUOUS_PREFIX))
+    if kept:
+        print(f"held back: {kept} that may have reached the destination "
+              "(name them with --reason ambiguous_)")
     if args.dry_run:
         print(f"would re-drive: {len(chosen)} of {len(records)}")
         return 0

@@ -172,6 +172,11 @@ def dlq_summary(records: list[dict[str, Any]], topic: str) -> Counter:
     return counts
 
 
+# Dead letters whose delivery may have reached the destination (app/delivery/core.AMBIGUOUS):
+# re-driven only when named with --reason, never by a re-drive of everything.
+AMBIGUOUS_PREFIX = "ambiguous_"
+
+
 def redrive_selection(records: list[dict[str, Any]], topic: str, destination: str | None,
                       reason: str | None) -> list[dict[str, Any]]:
     chosen = []
@@ -185,7 +190,10 @@ def redrive_selection(records: list[dict[str, Any]], topic: str, destination: st
             delivery = record.get("delivery") or {}
             if destination and delivery.get("destination") != destination:
                 continue
-            if reason and not str(record.get("reason", "")).startswith(reason):
+            named = str(record.get("reason", ""))
+            if reason and not named.startswith(reason):
+                continue
+            if not reason and named.startswith(AMBIGUOUS_PREFIX):
                 continue
         chosen.append(record)
     return chosen

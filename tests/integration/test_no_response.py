@@ -1,7 +1,7 @@
 """A destination that acts on a request but answers after the relay stopped waiting: the Braze
-event (counted twice if sent twice) goes to an operator as `ambiguous_no_response`, a replay skips
-it and only `relay dlq redrive` sends it again; the Braze attributes (safe to set twice) are sent
-again until answered.
+event (counted twice if sent twice) goes to an operator as `ambiguous_no_response`, a replay and
+a plain `relay dlq redrive` skip it, and a redrive naming the reason sends it again; the Braze
+attributes (safe to set twice) are sent again until answered.
 
 Its own module, so its own broker: the replay reads the whole ingress topic."""
 
@@ -47,6 +47,9 @@ def test_an_unanswered_request_is_sent_again_only_when_that_is_safe(broker, sand
     time.sleep(1.0)
     assert sandbox.ids()[event_id] == 1
 
+    everything = relay_cli(broker, "dlq", "redrive", "--destination", "braze")
+    out = everything.stdout.decode()
+    assert everything.returncode == 0 and "held back: 1" in out and "re-driven: 0" in out, out
     redriven = relay_cli(broker, "dlq", "redrive", "--destination", "braze", "--reason", NO_ANSWER)
     assert redriven.returncode == 0 and "re-driven: 1" in redriven.stdout.decode(), redriven.stdout
     wait_until(lambda: sandbox.ids()[event_id] == 2, 60, what="the operator's re-drive sent")
