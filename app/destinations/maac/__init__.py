@@ -312,7 +312,10 @@ class Push(Action):
         if result == "success":
             outcome = ItemResult("delivered", "", reply.status)
         elif result in ("timeout", "error"):
-            outcome = ItemResult("retry", f"maac_{result}", reply.status)
+            # "timeout": LINE did not answer MAAC in time, so the push may have reached the
+            # person; like a request of ours left unanswered, it is not sent again blindly.
+            outcome = ItemResult("retry", f"maac_{result}", reply.status,
+                                 unanswered=result == "timeout")
         elif isinstance(result, Mapping):
             reason = line_error_reason(result)
             outcome = ItemResult("unreachable", reason, reply.status, detail=reason)
