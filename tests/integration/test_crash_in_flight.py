@@ -52,6 +52,23 @@ def tier_move_records() -> list[tuple[str, bytes, bytes]]:
              orjson.dumps(tier_move(customer, str(uuid.uuid4()))))]
 
 
+def kill_and_restart(first, start_worker, broker, sandbox, braze_ids: set[str], what: str,
+                     **start) -> tuple[dict[str, int], set[str]]:
+    """Kill `first` with a Braze request in flight, start a worker on the same state, and wait
+    until some Braze delivery is dead-lettered as ambiguous (`what`) and every one has ended.
+    Returns the sandbox's accepted ids and the ambiguous ones."""
+    first.kill()
+    sandbox.clear_faults()
+    second = start_worker(**start)
+    wait_until(lambda: braze_ids & ambiguous(broker), 60, what=what)
+    wait_until(lambda: all(i in sandbox.ids() or i in ambiguous(broker) for i in braze_ids), 60,
+               what="every Braze delivery ended")
+    time.sleep(1.0)  # a second send would show up now
+    accepted, ended = sandbox.ids(), ambiguous(broker)
+    second.stop()
+    return accepted, ended
+
+
 def test_requests_in_flight_at_a_crash_are_never_sent_twice(broker, sandbox, start_worker, tmp_path):
     sandbox.reset()
     data_dir, port = str(tmp_path / "state"), free_port()
@@ -65,19 +82,11 @@ def test_requests_in_flight_at_a_crash_are_never_sent_twice(broker, sandbox, sta
     asyncio.run(produce(broker.bootstrap, records))
     wait_until(lambda: braze_batches_sent(first) > 0, 60, what="the Braze batch in flight")
     time.sleep(0.5)  # the request is now waiting in the sandbox's latency
-    first.kill()
-    sandbox.clear_faults()
-
-    second = start_worker(port=port, data_dir=data_dir, **env)
     # The batch in flight at the kill is dead-lettered; a Braze delivery that fell into the
     # next batch (not yet sent) is sent once after the restart.
-    wait_until(lambda: braze_ids & ambiguous(broker), 60,
-               what="the Braze batch in flight dead-lettered as ambiguous")
-    wait_until(lambda: all(i in sandbox.ids() or i in ambiguous(broker) for i in braze_ids), 60,
-               what="every Braze delivery ended")
-    time.sleep(1.0)  # a second send would show up now
-    accepted, ended = sandbox.ids(), ambiguous(broker)
-    second.stop()
+    accepted, ended = kill_and_restart(
+        first, start_worker, broker, sandbox, braze_ids,
+        "the Braze batch in flight dead-lettered as ambiguous", port=port, data_dir=data_dir, **env)
     assert all(accepted.get(i, 0) <= 1 for i in braze_ids | insider_ids), accepted
     # Insider had no latency: sent before the crash, and skipped or dead-lettered after it.
     assert all(accepted.get(i, 0) == 1 or i in ended for i in insider_ids), accepted

@@ -11,7 +11,7 @@ import time
 from app.broker import free_port
 from app.localstack import produce
 from tests.integration.conftest import wait_until
-from tests.integration.test_crash_in_flight import ambiguous, metric, tier_move_records
+from tests.integration.test_crash_in_flight import kill_and_restart, metric, tier_move_records
 from tests.integration.test_delivery_guarantees import planned_ids
 
 
@@ -33,15 +33,7 @@ def test_a_retry_lane_request_in_flight_at_a_crash_is_never_sent_twice(
     wait_until(lambda: metric(first, lane_retries) >= 3, 60, 0.05,
                what="the retry lane retrying its head item")
     time.sleep(0.8)
-    first.kill()
-    sandbox.clear_faults()
-
-    second = start_worker(port=port, data_dir=data_dir, **env)
-    wait_until(lambda: braze_ids & ambiguous(broker), 60,
-               what="the lane's item in flight dead-lettered as ambiguous")
-    wait_until(lambda: all(i in sandbox.ids() or i in ambiguous(broker) for i in braze_ids), 60,
-               what="every Braze delivery ended")
-    time.sleep(1.0)  # a second send would show up now
-    accepted = sandbox.ids()
-    second.stop()
+    accepted, _ = kill_and_restart(
+        first, start_worker, broker, sandbox, braze_ids,
+        "the lane's item in flight dead-lettered as ambiguous", port=port, data_dir=data_dir, **env)
     assert all(accepted.get(i, 0) <= 1 for i in braze_ids), accepted
