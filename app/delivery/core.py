@@ -255,7 +255,8 @@ class Deliverer:
                     retry.append((delivery, item, result))
                 elif result.status == "retry" and result.unanswered and not action.idempotent:
                     unanswered += 1
-                    done.append(Outcome(delivery, "failed", NO_ANSWER, 0, attempt, result.reason))
+                    done.append(Outcome(delivery, "failed", NO_ANSWER, result.http_status,
+                                        attempts=attempt, detail=result.reason))
                 elif result.status == "retry":
                     retry.append((delivery, item, result))
                     wait = max(wait, result.retry_after_s or 0.0)

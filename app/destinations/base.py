@@ -62,7 +62,6 @@ class Reply:
         return 200 <= self.status < 300
 
 
-
 @dataclass(frozen=True)
 class ItemResult:
     """The outcome for one delivery.
