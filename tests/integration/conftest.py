@@ -68,6 +68,11 @@ class SandboxThread:
         httpx.delete(f"{self.url}/_sandbox/faults", timeout=10)
 
 
+# Workers started by `start_worker` in this process: a wait that times out reports what each
+# one's consumer was doing, since a CI failure can rarely be re-run under a debugger.
+STARTED_WORKERS: list[WorkerProcess] = []
+
+
 def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.25, what: str = ""):
     deadline = time.monotonic() + timeout_s
     last = None
@@ -76,7 +81,20 @@ def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.25, wha
         if last:
             return last
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what or predicate}")
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what or predicate}"
+                         f"{worker_states()}")
+
+
+def worker_states() -> str:
+    """The consumer state (app.agents.ops.consumer_state) each live worker logs on SIGUSR2."""
+    dumped = [proc for proc in STARTED_WORKERS if proc.dump_tasks()]
+    time.sleep(1.5 if dumped else 0)
+    lines = []
+    for proc in dumped:
+        states = [line for line in Path(proc.log_path).read_text(errors="replace").splitlines()
+                  if '"diagnostics.state"' in line]
+        lines.append(f"\n  worker {proc.web_port}: {states[-1] if states else 'no state logged'}")
+    return "".join(lines)
 
 
 def policy_file(tmp_path_factory, edit) -> str:
@@ -131,11 +149,13 @@ def start_worker(broker, sandbox, worker_port, tmp_path_factory):
                              data_dir, web_port=port or worker_port)
         proc.start()
         started.append(proc)
+        STARTED_WORKERS.append(proc)
         asyncio.run(proc.wait_ready(90))
         return proc
 
     yield start
     for proc in started:
+        STARTED_WORKERS.remove(proc)
         proc.stop()
         if Path(proc.log_path).exists():
             tail = Path(proc.log_path).read_text(errors="replace")[-3000:]
