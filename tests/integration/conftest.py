@@ -86,14 +86,17 @@ def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.25, wha
 
 
 def worker_states() -> str:
-    """The consumer state (app.agents.ops.consumer_state) each live worker logs on SIGUSR2."""
+    """The consumer state (app.agents.ops.consumer_state) each live worker logs on SIGUSR2, and
+    the last lines it logged before."""
     dumped = [proc for proc in STARTED_WORKERS if proc.dump_tasks()]
     time.sleep(1.5 if dumped else 0)
     lines = []
     for proc in dumped:
-        states = [line for line in Path(proc.log_path).read_text(errors="replace").splitlines()
-                  if '"diagnostics.state"' in line]
+        log = Path(proc.log_path).read_text(errors="replace").splitlines()
+        states = [line for line in log if '"diagnostics.state"' in line]
         lines.append(f"\n  worker {proc.web_port}: {states[-1] if states else 'no state logged'}")
+        lines.extend(f"\n    {line[:300]}" for line in
+                     [line for line in log if '"diagnostics.' not in line][-10:])
     return "".join(lines)
 
 
