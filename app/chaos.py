@@ -12,7 +12,9 @@ Then it prints `name: value` lines ending with `lost` and `duplicates`:
   sandbox nor the dead-letter topic nor ended deliberately (skipped, unreachable), plus ingress
   records that never reached an end;
 - duplicates: deliveries the sandbox accepted more than once for the same (destination, event,
-  action, rule), except AIR triggers, which AIR itself recognises by reference (reported apart).
+  action, rule), except those of idempotent actions (a SessionM tag, Braze attributes, an AIR
+  trigger that AIR recognises by reference ...), which the relay may send again after a request
+  went unanswered or a crash, and which are reported apart as `idempotent_repeats`.
 """
 
 from __future__ import annotations
@@ -244,7 +246,7 @@ def figures(cfg: ChaosConfig, tracker: Tracker, observed: Observed, sandbox, dlq
     lost_deliveries = [d for d in planned if d not in accepted and d not in dlq
                        and observed.final.get(d) not in deliberate]
     repeats = {d: n for d, n in accepted.items() if n > 1}
-    air_repeats = {d: n for d, n in repeats.items() if d.startswith("air:")}
+    harmless = {d for d in repeats if is_idempotent(d)}
     by_destination = Counter(planned.values())
     stats = sandbox.stats()
     out: dict[str, Any] = {
@@ -256,7 +258,7 @@ def figures(cfg: ChaosConfig, tracker: Tracker, observed: Observed, sandbox, dlq
         "retries": observed.retries,
         "dead_letters": len(dlq),
         **{reason: observed.ambiguous[reason] for reason in AMBIGUOUS},
-        "air_repeats_recognised_by_reference": len(air_repeats),
+        "idempotent_repeats": len(harmless),
         "elapsed_s": round(elapsed, 1),
     }
     for dest, count in sorted(by_destination.items()):
@@ -266,8 +268,19 @@ def figures(cfg: ChaosConfig, tracker: Tracker, observed: Observed, sandbox, dlq
                 out[f"max_rate_{dest}_{name}"] = (
                     f"{rate['max_per_s']:.0f} of {rate['limit_per_s']:.0f} per s")
     out["lost"] = len(lost_deliveries) + len(tracker.unaccounted())
-    out["duplicates"] = len(repeats) - len(air_repeats)
+    out["duplicates"] = len(repeats) - len(harmless)
     out["_lost_examples"] = ([f"{d} ({observed.final.get(d)})" for d in lost_deliveries[:5]]
                              + tracker.unaccounted()[:5])
-    out["_duplicate_examples"] = [d for d in repeats if d not in air_repeats][:5]
+    out["_duplicate_examples"] = [d for d in repeats if d not in harmless][:5]
     return out
+
+
+def is_idempotent(delivery_id: str) -> bool:
+    """Whether the action of a delivery id (`<destination>:<action>:<event id>[:<rule>]`) is
+    one that may be sent twice without effect (its `idempotent` flag)."""
+    from app.destinations.registry import DESTINATIONS
+
+    destination, _, rest = delivery_id.partition(":")
+    action = DESTINATIONS.get(destination)
+    action = action and action.actions.get(rest.partition(":")[0])
+    return bool(action and action.idempotent)
