@@ -116,6 +116,11 @@ async def read_topic(bootstrap: str | list[str], topics: list[str],
             yield topic, None
 
 
+# How long a reader may take to get its partitions before its idle time starts anyway (a topic
+# that never gets partitions must not make it wait forever).
+READ_SETUP_LIMIT_S = 30.0
+
+
 async def read_raw(bootstrap: str | list[str], topics: list[str],
                    idle_timeout_s: float | None, stop: asyncio.Event | None = None,
                    only_existing: bool = True
@@ -138,10 +143,15 @@ async def read_raw(bootstrap: str | list[str], topics: list[str],
                 return
         consumer.subscribe(topics)
         quiet_since = time.monotonic()
+        setup_until = quiet_since + READ_SETUP_LIMIT_S
         while not (stop and stop.is_set()):
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
             if not batches:
-                if idle_timeout_s is not None and time.monotonic() - quiet_since > idle_timeout_s:
+                if not consumer.assignment() and time.monotonic() < setup_until:
+                    # Still setting up (metadata, then partitions): that is not quiet, and on a
+                    # loaded machine it can outlast the idle time and read nothing at all.
+                    quiet_since = time.monotonic()
+                elif idle_timeout_s is not None and time.monotonic() - quiet_since > idle_timeout_s:
                     return
                 continue
             quiet_since = time.monotonic()

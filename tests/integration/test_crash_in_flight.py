@@ -58,6 +58,9 @@ def kill_and_restart(first, start_worker, broker, sandbox, braze_ids: set[str], 
     until some Braze delivery is dead-lettered as ambiguous (`what`) and every one has ended.
     Returns the sandbox's accepted ids and the ambiguous ones."""
     first.kill()
+    early = braze_ids & set(sandbox.ids())
+    assert not early, (f"{len(early)} Braze deliveries were accepted before the kill: the request "
+                       "was not in flight (the machine was slower than the sandbox's latency)")
     sandbox.clear_faults()
     second = start_worker(**start)
     wait_until(lambda: braze_ids & ambiguous(broker), 60, what=what)
@@ -74,7 +77,9 @@ def test_requests_in_flight_at_a_crash_are_never_sent_twice(broker, sandbox, sta
     data_dir, port = str(tmp_path / "state"), free_port()
     env = {"APP_ID": "crash-in-flight", "SINK_BATCH_WINDOW_S": "0.2"}
     first = start_worker(port=port, data_dir=data_dir, **env)
-    sandbox.faults(destination="braze", latency_ms=3000)
+    # Long enough that the request is surely still waiting at the kill on a loaded machine;
+    # the sandbox still acts on it afterwards, as a real server would.
+    sandbox.faults(destination="braze", latency_ms=8000)
     records = tier_move_records()
     braze_ids = planned_ids(records, {"braze"})
     insider_ids = planned_ids(records, {"insider"})
