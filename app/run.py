@@ -2,7 +2,8 @@
 
 Starts the embedded broker when BROKER_URL is unset and the sandbox when destinations have no
 credentials, creates the catalog's topics, starts a worker process, sends sample traffic and
-follows `relay.outcomes` until every record is accounted for.
+follows `relay.outcomes` until every record is accounted for. `kill -USR2 <pid>` logs every
+asyncio task's stack (app.diagnostics), as it does for a worker.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ def render(tracker: Tracker, sent: int, started: float, ops: Ops | None = None) 
 async def run_local(settings: Settings, events: int | None, rate: float, timeout_s: float | None,
                     live: bool = True) -> int:
     """Returns the process exit code: 0 when every sent record is accounted for."""
+    from app.diagnostics import install_task_dump
+
+    install_task_dump()
     async with AsyncExitStack() as stack:
         broker_url = settings.broker_url
         workdir = tempfile.mkdtemp(prefix="relay-run-")
