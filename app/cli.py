@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 import orjson
@@ -340,8 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# After SIGTERM, how long a command may spend stopping what it started before it is interrupted
+# again, like a second Ctrl-C: a worker takes up to 15 s, the broker up to 5 s.
+STOP_GRACE_S = 30.0
+
+
 def _terminate_like_interrupt(_signum, _frame) -> None:
     signal.raise_signal(signal.SIGINT)
+    # The first interrupt only cancels the command's main task, and a cancel can be lost in a
+    # library (a suite run once saw `relay run` carry on for a minute after SIGTERM); a second
+    # one raises KeyboardInterrupt wherever the command is.
+    timer = threading.Timer(STOP_GRACE_S, signal.raise_signal, (signal.SIGINT,))
+    timer.daemon = True
+    timer.start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
