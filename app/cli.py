@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 import orjson
@@ -341,19 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# After SIGTERM, how long a command may spend stopping what it started before it is interrupted
-# again, like a second Ctrl-C: a worker takes up to 15 s, the broker up to 5 s.
-STOP_GRACE_S = 30.0
-
-
-def _terminate_like_interrupt(_signum, _frame) -> None:
-    signal.raise_signal(signal.SIGINT)
-    # The first interrupt only cancels the command's main task, and a cancel can be lost in a
-    # library (a suite run once saw `relay run` carry on for a minute after SIGTERM); a second
-    # one raises KeyboardInterrupt wherever the command is.
-    timer = threading.Timer(STOP_GRACE_S, signal.raise_signal, (signal.SIGINT,))
-    timer.daemon = True
-    timer.start()
+def _terminate_like_interrupt(_signum, frame) -> None:
+    """SIGTERM does what Ctrl-C does: asyncio's SIGINT handler cancels the command's main task,
+    Python's default one raises KeyboardInterrupt. Called directly rather than through
+    `raise_signal(SIGINT)`: a background job of a script starts with SIGINT ignored, and SIGTERM
+    then did nothing at all."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
