@@ -202,7 +202,10 @@ def partitions_behind(consumer) -> dict[str, dict]:
     behind = {}
     for tp in consumer.assignment():
         high, committed = consumer.highwater(tp), consumer._committed_offset.get(tp)
-        if high is None or committed is None or committed >= high:
+        # Never committed but holding records counts too (a stream partition that was never
+        # read); changelogs are never committed by design.
+        if (not high or (committed is not None and committed >= high)
+                or tp.topic.endswith("-changelog")):
             continue
         acked = consumer._acked.get(tp) or []
         behind[f"{tp.topic}/{tp.partition}"] = {
