@@ -277,10 +277,8 @@ def figures(cfg: ChaosConfig, tracker: Tracker, observed: Observed, sandbox, dlq
 
 def is_idempotent(delivery_id: str) -> bool:
     """Whether the action of a delivery id (`<destination>:<action>:<event id>[:<rule>]`) is
-    one that may be sent twice without effect (its `idempotent` flag)."""
-    from app.destinations.registry import DESTINATIONS
+    one that may be sent twice without effect."""
+    from app.destinations import registry
 
     destination, _, rest = delivery_id.partition(":")
-    action = DESTINATIONS.get(destination)
-    action = action and action.actions.get(rest.partition(":")[0])
-    return bool(action and action.idempotent)
+    return registry.is_idempotent(destination, rest.partition(":")[0])

@@ -28,6 +28,7 @@ from app.config import DESTINATIONS
 from app.delivery.core import AFTER_CRASH, AMBIGUOUS, PAUSED, TERMINAL, Deliverer, Outcome
 from app.delivery.intents import SENDING, Intents, intent_key
 from app.destinations.registry import DESTINATIONS as IMPLEMENTATIONS
+from app.destinations.registry import is_idempotent
 from app.pipeline import delivery_dead_letter, event_age_s, next_attempt
 
 PARKED_REASON = "behind_earlier_retry"
@@ -88,7 +89,7 @@ class Settler:
                 continue
             event_of[delivery_id] = event
             if status == SENDING and not (relay.settings.resend_idempotent_after_crash
-                                          and self._idempotent(delivery)):
+                                          and is_idempotent(dest, delivery.get("action", ""))):
                 # Never risk messaging a person twice: an operator decides (relay dlq redrive).
                 # Found still `SENDING` after a restart: in flight when the worker died.
                 await self.finish(Outcome(delivery, "failed", AFTER_CRASH), in_lane)
@@ -134,10 +135,6 @@ class Settler:
             bind_event(event)
             stamps[key] = self.intents.write(key, ids, in_flight[key])
         return stamps
-
-    def _idempotent(self, delivery: dict) -> bool:
-        action = self.deliverer.destination.actions.get(delivery.get("action", ""))
-        return bool(action and action.idempotent)
 
     async def park(self, delivery: dict) -> None:
         self._lane_add(delivery, +1)

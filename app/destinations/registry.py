@@ -27,3 +27,11 @@ def has_action(destination: str, action: str) -> bool:
     """Whether `destination.action` exists (configuration files are checked against this)."""
     dest = DESTINATIONS.get(destination)
     return dest is not None and action in dest.actions
+
+
+def is_idempotent(destination: str, action: str) -> bool:
+    """Whether `destination.action` may be sent twice without effect (its `idempotent` flag);
+    False for an unknown one."""
+    dest = DESTINATIONS.get(destination)
+    found = dest.actions.get(action) if dest is not None else None
+    return bool(found and found.idempotent)
