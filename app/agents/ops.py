@@ -193,7 +193,15 @@ def consumer_state(app: faust.App) -> dict[str, object]:
             "paused": names(consumer._paused_partitions),
             "buffered": names(getattr(consumer, "_buffered_partitions", ())),
             "generation": app.consumer_generation_id,
+            "unfetched": unfetched(consumer),
             "behind": partitions_behind(consumer)}
+
+
+def unfetched(consumer) -> list[str]:
+    """Assigned stream partitions no fetch has answered yet (no high watermark): a partition
+    the consumer never fetches holds its records back without showing as behind."""
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in consumer.assignment()
+                  if not tp.topic.endswith("-changelog") and consumer.highwater(tp) is None)
 
 
 def partitions_behind(consumer) -> dict[str, dict]:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from app.broker import EmbeddedBroker, free_port
-from app.catalog import create_topics, load_catalog
+from app.catalog import bootstrap_of, create_topics, load_catalog
 from app.config import TOPICS_DIR, load_settings
 from app.localstack import TopicPublisher, WorkerProcess, air_event_key, base_env
 from app.safety.policy import without_quiet_hours
@@ -82,7 +82,7 @@ def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.25, wha
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what or predicate}"
-                         f"{worker_states()}")
+                         f"{worker_states()}{broker_topic_ends()}")
 
 
 def worker_states() -> str:
@@ -98,6 +98,36 @@ def worker_states() -> str:
         lines.extend(f"\n    {line[:300]}" for line in
                      [line for line in log if '"diagnostics.' not in line][-10:])
     return "".join(lines)
+
+
+def broker_topic_ends() -> str:
+    """The end offset of every non-empty topic on the live workers' broker: with the workers'
+    states, it shows how far along the stages a stalled record got."""
+    urls = {proc.env.get("BROKER_URL") for proc in STARTED_WORKERS if proc.proc
+            and proc.proc.poll() is None} - {None}
+    if not urls:
+        return ""
+    try:
+        ends = asyncio.run(asyncio.wait_for(topic_ends(bootstrap_of(urls.pop())), 20))
+    except Exception as exc:  # a diagnostic must not hide the assertion it decorates
+        return f"\n  broker topic ends: unavailable ({type(exc).__name__})"
+    return "\n  broker topic ends: " + ", ".join(f"{t} {n}" for t, n in sorted(ends.items()))
+
+
+async def topic_ends(bootstrap: list[str]) -> dict[str, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for topic in await consumer.topics()
+               for p in consumer.partitions_for_topic(topic) or ()]
+        ends: dict[str, int] = {}
+        for tp, end in (await consumer.end_offsets(tps)).items():
+            ends[tp.topic] = ends.get(tp.topic, 0) + (end or 0)
+        return {t: n for t, n in ends.items() if n}
+    finally:
+        await consumer.stop()
 
 
 def policy_file(tmp_path_factory, edit) -> str:
