@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from app.broker import EmbeddedBroker, free_port
+from app.broker import EmbeddedBroker, free_port, record_counts
 from app.catalog import bootstrap_of, create_topics, load_catalog
 from app.config import TOPICS_DIR, load_settings
 from app.localstack import TopicPublisher, WorkerProcess, air_event_key, base_env
@@ -82,7 +82,7 @@ def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.25, wha
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what or predicate}"
-                         f"{worker_states()}{broker_topic_ends()}")
+                         f"{worker_states()}{broker_record_counts()}")
 
 
 def worker_states() -> str:
@@ -100,34 +100,19 @@ def worker_states() -> str:
     return "".join(lines)
 
 
-def broker_topic_ends() -> str:
-    """The end offset of every non-empty topic on the live workers' broker: with the workers'
+def broker_record_counts() -> str:
+    """The records held by every non-empty topic on the live workers' broker: with the workers'
     states, it shows how far along the stages a stalled record got."""
     urls = {proc.env.get("BROKER_URL") for proc in STARTED_WORKERS if proc.proc
             and proc.proc.poll() is None} - {None}
     if not urls:
         return ""
     try:
-        ends = asyncio.run(asyncio.wait_for(topic_ends(bootstrap_of(urls.pop())), 20))
+        counts = asyncio.run(asyncio.wait_for(record_counts(bootstrap_of(urls.pop())), 20))
     except Exception as exc:  # a diagnostic must not hide the assertion it decorates
-        return f"\n  broker topic ends: unavailable ({type(exc).__name__})"
-    return "\n  broker topic ends: " + ", ".join(f"{t} {n}" for t, n in sorted(ends.items()))
-
-
-async def topic_ends(bootstrap: list[str]) -> dict[str, int]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for topic in await consumer.topics()
-               for p in consumer.partitions_for_topic(topic) or ()]
-        ends: dict[str, int] = {}
-        for tp, end in (await consumer.end_offsets(tps)).items():
-            ends[tp.topic] = ends.get(tp.topic, 0) + (end or 0)
-        return {t: n for t, n in ends.items() if n}
-    finally:
-        await consumer.stop()
+        return f"\n  broker records per topic: unavailable ({type(exc).__name__})"
+    return "\n  broker records per topic: " + ", ".join(
+        f"{t} {n}" for t, n in sorted(counts.items()) if n)
 
 
 def policy_file(tmp_path_factory, edit) -> str:
