@@ -200,20 +200,24 @@ def consumer_state(app: faust.App) -> dict[str, object]:
 def unfetched(consumer) -> list[str]:
     """Assigned stream partitions no fetch has answered yet (no high watermark): a partition
     the consumer never fetches holds its records back without showing as behind."""
-    return sorted(f"{tp.topic}/{tp.partition}" for tp in consumer.assignment()
-                  if not tp.topic.endswith("-changelog") and consumer.highwater(tp) is None)
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in stream_partitions(consumer)
+                  if consumer.highwater(tp) is None)
+
+
+def stream_partitions(consumer) -> list:
+    """Assigned partitions the agents read: table changelogs are only read at recovery and are
+    never committed, by design."""
+    return [tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")]
 
 
 def partitions_behind(consumer) -> dict[str, dict]:
     """Offsets of each assigned partition whose committed offset trails the broker's end: where
     a stuck partition shows whether it is fetched, read, acknowledged or committed."""
     behind = {}
-    for tp in consumer.assignment():
+    for tp in stream_partitions(consumer):
         high, committed = consumer.highwater(tp), consumer._committed_offset.get(tp)
-        # Never committed but holding records counts too (a stream partition that was never
-        # read); changelogs are never committed by design.
-        if (not high or (committed is not None and committed >= high)
-                or tp.topic.endswith("-changelog")):
+        # Never committed but holding records counts too (a partition that was never read).
+        if not high or (committed is not None and committed >= high):
             continue
         acked = consumer._acked.get(tp) or []
         behind[f"{tp.topic}/{tp.partition}"] = {
