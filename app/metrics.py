@@ -59,6 +59,8 @@ ROCKSDB_MEMORY = Gauge("relay_rocksdb_memory_bytes",
                        "Memory of the worker's shared RocksDB budget in use (rocksdb:// stores)",
                        ["kind"])
 REBALANCES = Counter("relay_rebalances_total", "Consumer group rebalances this worker went through")
+GC_FROZEN = Gauge("relay_gc_frozen_objects",
+                  "Long-lived objects the garbage collector no longer walks (app/heap.py)")
 
 # --- LINE feedback (app/agents/feedback.py) ---
 # Labels: the feedback record type (line.sent, line.unreachable, line.opened, ...) and bounded

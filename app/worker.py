@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import faust
 
-from app import fast_recovery, faust_drain, web
+from app import fast_recovery, faust_drain, heap, web
 from app.agents import deferred, feedback, identity, ingress, ops, route, sinks
 from app.agents.context import Relay
 from app.catalog import load_catalog
@@ -63,4 +63,5 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
         stage.install(relay)
     relay.install_outcome_writer()
     web.install(app, relay)
+    heap.install(app)
     return app

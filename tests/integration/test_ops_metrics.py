@@ -135,6 +135,7 @@ def test_lag_metrics_cover_assigned_partitions_and_settle_at_zero(worker, traffi
     depth = {s.labels["destination"] for s in samples(text, "relay_retry_topic_depth_messages")}
     assert depth == set(DESTINATIONS)
     assert total(text, "relay_rebalances_total") >= 1
+    assert total(text, "relay_gc_frozen_objects") > 10_000  # start-up's heap, frozen (app/heap.py)
     assert total(text, "faust_messages_received_total") >= len(traffic)  # Faust's own sensor
     assert samples(text, "relay_event_age_seconds_count")
     assert samples(text, "relay_delivery_batch_size_count")
