@@ -2,8 +2,8 @@
 
 Python's full (generation 2) collection walks every tracked object. In a worker that is every
 object of Faust, aiokafka, httpx and the relay, created at start-up and alive until the end:
-with the RocksDB store each full collection took 55-67 ms, 17 of them 1.25 s of one bench run,
-each a pause of every stage at once. `gc.freeze()` moves what exists into a permanent
+with the RocksDB store each full collection took 55-67 ms, 16-17 of them 1.25-1.31 s of one
+bench run, each a pause of every stage at once. `gc.freeze()` moves what exists into a permanent
 generation no collection walks; what is allocated later is collected as before (full
 collections after the freeze: 8-40 ms). Freezing after each rebalance, once table recovery is
 done, takes in what start-up and recovery built. Frozen objects are still freed by reference
