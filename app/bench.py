@@ -11,7 +11,9 @@ does not take the driver's CPU; calls it keeps are capped):
    (`app.bench_profiles`), so the worker restores them like a production worker on a new node
    (`--store`, RocksDB by default). `worker_start_s` includes that restore; `profiles_loaded`
    and `identifiers_loaded` are the tables' sizes reported by the worker when it became ready.
-2. Backlog: `--events` records are published to the ingress topics.
+2. Backlog: `--events` records are published to the ingress topics. They come from MEMBERS
+   customers, the first pre-loaded profiles with the same identifiers, and NEW_SHARE of them
+   from sign-ups the graph has never seen (`backlog`).
 3. `aiokafka_consume_per_s`: one plain aiokafka consumer reads the backlog and orjson-parses
    every value (in this process).
 4. `faust_consume_only_per_s`: `app.bench_faust` in its own process, an agent that only iterates
@@ -70,7 +72,9 @@ from app.localstack import WorkerProcess, base_env, produce
 from app.safety.policy import without_quiet_hours
 from app.samples import INGRESS_TOPICS, sample_records
 
-CHUNK = 2_000  # sample_records per seed: ~500 customers per chunk, events ~3 s apart
+CHUNK = 2_000  # sample_records per seed, events ~3 s apart
+MEMBERS = 5_000  # customers the traffic comes from: pre-loaded profiles when there are any
+NEW_SHARE = 0.05  # events from sign-ups, customers the graph has never seen
 
 
 def log(message: str) -> None:
@@ -80,12 +84,19 @@ def log(message: str) -> None:
 # --- payloads ---------------------------------------------------------------------------------
 
 def backlog(n: int, seed: int) -> list[tuple[str, bytes | None, bytes]]:
-    """n sample records in chunks with distinct seeds (distinct event ids), occurring recently."""
+    """n sample records in chunks with distinct seeds (distinct event ids), occurring recently.
+
+    Every chunk draws from the same members, who keep their identifiers (the profiles
+    `--profiles` pre-loads), plus NEW_SHARE sign-ups: a loyalty programme's traffic. Until
+    2026-11-23 each chunk made up its own customers, so a customer id came back with a new
+    e-mail, phone and LINE uid every 2,000 records, and the identity stage mostly merged."""
     out: list[tuple[str, bytes | None, bytes]] = []
     base = datetime.now(UTC) - timedelta(hours=2)
     chunk_seed = seed
+    members = bench_profiles.members(MEMBERS)
     while len(out) < n:
-        out.extend(sample_records(min(CHUNK, n - len(out)), seed=chunk_seed, base_time=base))
+        out.extend(sample_records(min(CHUNK, n - len(out)), seed=chunk_seed, base_time=base,
+                                  members=members, new_share=NEW_SHARE))
         chunk_seed += 1
     return out
 

@@ -11,8 +11,8 @@ would have written it to:
 - `<app id>-identities-changelog`: `<type>:<value>` -> profile id, on the partition of
   `identity.claims` the identifier key hashes to (the identity stage owns the entry).
 
-Keys are JSON strings (the tables' key serializer), values raw bytes. Customer ids are
-`C<100000 + i>` like the sample traffic's, so the benchmark's events find their profiles.
+Keys are JSON strings (the tables' key serializer), values raw bytes. The bench traffic comes
+from the first profiles (`members`) with these same identifiers, so its events find them.
 """
 
 from __future__ import annotations
@@ -37,6 +37,26 @@ def profile_ids(i: int) -> dict[str, str]:
     """The identifiers of bench profile `i`, already normalized."""
     return {"customer_id": f"C{100000 + i}", "email": f"member{i}@example.com",
             "phone": f"+8869{i % 10**8:08d}", "line_uid": f"U{i:032x}"}
+
+
+def members(count: int) -> list:
+    """The customers of the bench traffic: pre-loaded profiles `0..count - 1`, each with the
+    identifiers the graph holds for it, presented as upstream systems do (local phone format,
+    mixed-case e-mail now and then). Their other ids are stable per member, as a person's are."""
+    import random
+
+    from app.samples import make_customer
+
+    out = []
+    for i in range(count):
+        rng = random.Random(i)
+        ids = profile_ids(i)
+        customer = make_customer(rng, i)
+        customer.customer_id, customer.line_uid = ids["customer_id"], ids["line_uid"]
+        customer.email = ids["email"] if rng.random() < 0.8 else f" {ids['email'].title()} "
+        customer.phone = ids["phone"] if rng.random() < 0.5 else "0" + ids["phone"][4:]
+        out.append(customer)
+    return out
 
 
 def changelog_records(start: int, stop: int, partitions: int, ts: int

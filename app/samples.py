@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,6 +70,8 @@ TOPIC_WEIGHTS = {
 
 BASE_TIME = datetime(2026, 11, 20, 9, 0, 0, tzinfo=UTC)
 UNIT_ID = "1234567"
+# Customer indexes of sign-ups (`new_share`): beyond any pre-loaded member.
+NEW_CUSTOMER_BASE = 50_000_000
 CLIENT_ID = "4ML8RQZ2TF3KXW0PJ7CE"
 
 FIRST_NAMES = ("Mei", "Yu-Ting", "Chia-Hao", "Haruto", "Yui", "Sota", "Emma", "Liam", "Olivia",
@@ -607,17 +610,24 @@ _BUILDERS = {
 
 
 def labeled_sample_records(n: int, seed: int = 0, invalid_share: float = 0.02,
-                           base_time: datetime | None = None
+                           base_time: datetime | None = None,
+                           members: Sequence[Customer] | None = None, new_share: float = 0.0
                            ) -> list[tuple[str, bytes | None, bytes, bool]]:
-    """Like `sample_records`, with a fourth field: False for the deliberately invalid ones."""
+    """Like `sample_records`, with a fourth field: False for the deliberately invalid ones.
+
+    `members`: the customers events come from (default: made up for this seed), and
+    `new_share` of the events from customers seen nowhere else (sign-ups)."""
     rng = random.Random(seed)
     base = base_time or BASE_TIME
-    customers = [make_customer(rng, i) for i in range(max(8, min(n // 4, 5000)))]
+    customers = members or [make_customer(rng, i) for i in range(max(8, min(n // 4, 5000)))]
     topics = list(TOPIC_WEIGHTS)
     weights = [TOPIC_WEIGHTS[t] for t in topics]
     records: list[tuple[str, bytes | None, bytes, bool]] = []
     for index in range(n):
-        c = customers[int(rng.paretovariate(1.2) * 7) % len(customers)]
+        if new_share and rng.random() < new_share:
+            c = make_customer(rng, NEW_CUSTOMER_BASE + seed * n + index)
+        else:
+            c = customers[int(rng.paretovariate(1.2) * 7) % len(customers)]
         when = base + timedelta(seconds=index * 3 + rng.randint(0, 2))
         if rng.random() < invalid_share:
             topic, value = _invalid(rng, c, when)
@@ -634,10 +644,11 @@ def labeled_sample_records(n: int, seed: int = 0, invalid_share: float = 0.02,
 
 
 def sample_records(n: int, seed: int = 0, invalid_share: float = 0.02,
-                   base_time: datetime | None = None) -> list[tuple[str, bytes | None, bytes]]:
+                   base_time: datetime | None = None, members: Sequence[Customer] | None = None,
+                   new_share: float = 0.0) -> list[tuple[str, bytes | None, bytes]]:
     """n deterministic `(topic, key, value)` records across all seven ingress topics.
 
     `base_time` (default: a fixed instant, for determinism) is when the first event occurred;
     events are about 3 s apart. Pass `datetime.now(timezone.utc)` for live demos."""
     return [(t, k, v) for t, k, v, _ in labeled_sample_records(n, seed, invalid_share,
-                                                               base_time)]
+                                                               base_time, members, new_share)]
