@@ -89,7 +89,8 @@ def backlog(n: int, seed: int) -> list[tuple[str, bytes | None, bytes]]:
     Every chunk draws from the same members, who keep their identifiers (the profiles
     `--profiles` pre-loads), plus NEW_SHARE sign-ups: a loyalty programme's traffic. Until
     2026-11-23 each chunk made up its own customers, so a customer id came back with a new
-    e-mail, phone and LINE uid every 2,000 records, and the identity stage mostly merged."""
+    e-mail, phone and LINE uid every 2,000 records: the identity stage mostly looked up and
+    bound identifiers no real customer changes that often."""
     out: list[tuple[str, bytes | None, bytes]] = []
     base = datetime.now(UTC) - timedelta(hours=2)
     chunk_seed = seed

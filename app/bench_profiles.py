@@ -20,8 +20,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:
+    from app.samples import Customer
 
 IDENTIFIERS = ("customer_id", "email", "phone", "line_uid")
 CHUNK = 50_000  # profiles generated and sent at a time: bounded memory
@@ -39,7 +43,7 @@ def profile_ids(i: int) -> dict[str, str]:
             "phone": f"+8869{i % 10**8:08d}", "line_uid": f"U{i:032x}"}
 
 
-def members(count: int) -> list:
+def members(count: int) -> list[Customer]:
     """The customers of the bench traffic: pre-loaded profiles `0..count - 1`, each with the
     identifiers the graph holds for it, presented as upstream systems do (local phone format,
     mixed-case e-mail now and then). Their other ids are stable per member, as a person's are."""
