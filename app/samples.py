@@ -70,7 +70,8 @@ TOPIC_WEIGHTS = {
 
 BASE_TIME = datetime(2026, 11, 20, 9, 0, 0, tzinfo=UTC)
 UNIT_ID = "1234567"
-# Customer indexes of sign-ups (`new_share`): beyond any pre-loaded member.
+# Customer indexes of sign-ups (`new_share`): drawn at random above this, beyond any pre-loaded
+# member and without assuming anything about the chunk sizes or seeds of the caller.
 NEW_CUSTOMER_BASE = 50_000_000
 CLIENT_ID = "4ML8RQZ2TF3KXW0PJ7CE"
 
@@ -625,7 +626,7 @@ def labeled_sample_records(n: int, seed: int = 0, invalid_share: float = 0.02,
     records: list[tuple[str, bytes | None, bytes, bool]] = []
     for index in range(n):
         if new_share and rng.random() < new_share:
-            c = make_customer(rng, NEW_CUSTOMER_BASE + seed * n + index)
+            c = make_customer(rng, NEW_CUSTOMER_BASE + rng.randrange(10**9))
         else:
             c = customers[int(rng.paretovariate(1.2) * 7) % len(customers)]
         when = base + timedelta(seconds=index * 3 + rng.randint(0, 2))
