@@ -11,12 +11,15 @@ and the partition's committed offset stays behind it for the rest of the process
 
 The fix resumes flow control first and seeks afterwards, so anything fetched before the seek is
 fetched again from the committed offset: the window can only repeat records (which every stage
-tolerates: deliveries are de-duplicated by the ledger), never lose them.
+tolerates: deliveries are de-duplicated by the ledger), never lose them. That guarantee needs
+the seek to cover every stream partition, including one never committed, which aiokafka's seek
+skips (`seek_to_committed` below).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from typing import Any
 
 
@@ -86,6 +89,48 @@ def install_resume_order_fix() -> None:
     cls._resume_streams = _resume_streams
     cls.on_recovery_completed = on_recovery_completed
     cls._relay_resume_order_fix = True
+
+
+async def seek_to_committed(client: Any, skip_topics: Collection[str],
+                            reset: str = "earliest") -> dict[Any, int | None]:
+    """Move every assigned partition back to its committed offset, including the partitions
+    that have none yet: those go where the reset policy says, as on a fresh start.
+
+    aiokafka's `seek_to_committed` leaves a partition without a committed offset (or with
+    offset 0) wherever its fetch position happens to be. Faust relies on this seek to take back
+    the records it fetched but discarded while a partition was paused: after a restart, while
+    recovery has paused every stream partition, one fetch with nothing active returns every
+    partition's records (aiokafka reads an empty partition set as "all") and Faust throws the
+    stream partitions' records away. A partition its previous worker never committed then sat
+    past those records for the life of the process (seen in test_crash_in_flight: the Braze
+    deliveries of the killed worker never read again). `skip_topics` (table changelogs) are
+    positioned by recovery itself."""
+    committed = await client.seek_to_committed()
+    never = [tp for tp, offset in committed.items()
+             if offset is None and tp.topic not in skip_topics]
+    for tp, offset in committed.items():
+        if offset == 0 and tp.topic not in skip_topics:
+            client.seek(tp, 0)
+    if never:
+        await (client.seek_to_end if reset == "latest" else client.seek_to_beginning)(*never)
+    return committed
+
+
+def install_never_committed_seek_fix() -> None:
+    """Faust's stream-partition seek (`perform_seek`) through `seek_to_committed` above."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    cls = AIOKafkaConsumerThread
+    if getattr(cls, "_relay_never_committed_seek_fix", False):
+        return
+
+    async def seek_committed(self: Any) -> dict[Any, int | None]:
+        return await self.call_thread(
+            seek_to_committed, self._ensure_consumer(), self.app.tables.changelog_topics,
+            self.app.conf.consumer_auto_offset_reset)
+
+    cls.seek_to_committed = seek_committed
+    cls._relay_never_committed_seek_fix = True
 
 
 def install_complete_flush_fix() -> None:

@@ -17,6 +17,7 @@ from app.config import Settings
 from app.faust_fixes import (
     install_complete_flush_fix,
     install_fetch_wait,
+    install_never_committed_seek_fix,
     install_resume_order_fix,
 )
 from app.partitioner import RememberingPartitioner
@@ -29,6 +30,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     """Build the relay's Faust app. `trace_ids` adds delivery ids to bodies (sandbox only)."""
     install_resume_order_fix()
     install_complete_flush_fix()
+    install_never_committed_seek_fix()
     install_fetch_wait(settings.fetch_max_wait_ms)
     fast_recovery.install()
     faust_drain.install()

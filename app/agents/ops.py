@@ -224,5 +224,22 @@ def partitions_behind(consumer) -> dict[str, dict]:
             "committed": committed, "highwater": high, "read": consumer._read_offset.get(tp),
             "acked": len(acked), "acked_min": min(acked, default=None),
             "gaps": len(consumer._gap.get(tp) or ()),
-            "unacked": sum(1 for m in consumer._unacked_messages if m.tp == tp)}
+            "unacked": sum(1 for m in consumer._unacked_messages if m.tp == tp),
+            **fetcher_view(consumer, tp)}
     return behind
+
+
+def fetcher_view(consumer, tp) -> dict[str, object]:
+    """aiokafka's side of a partition: the position it fetches from, whether it holds fetched
+    records not yet handed to Faust, and whether it has paused the partition itself."""
+    try:
+        client = consumer._thread._ensure_consumer()
+        state = client._subscription.subscription.assignment.state_value(tp)
+        held = client._fetcher._records.get(tp)
+    except Exception:  # a diagnostic must not fail on a consumer between assignments
+        return {}
+    records = getattr(held, "_partition_records", None)
+    return {"position": state.position if state.has_valid_position else None,
+            "paused_in_client": state.paused,
+            "held": None if held is None else type(held).__name__,
+            "held_next": getattr(records, "next_fetch_offset", None)}
