@@ -15,6 +15,7 @@ from app.agents.context import Relay
 from app.catalog import load_catalog
 from app.config import Settings
 from app.faust_fixes import (
+    install_client_pause,
     install_complete_flush_fix,
     install_fetch_wait,
     install_never_committed_seek_fix,
@@ -31,6 +32,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     install_resume_order_fix()
     install_complete_flush_fix()
     install_never_committed_seek_fix()
+    install_client_pause()
     install_fetch_wait(settings.fetch_max_wait_ms)
     fast_recovery.install()
     faust_drain.install()

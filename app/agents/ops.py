@@ -191,10 +191,17 @@ def consumer_state(app: faust.App) -> dict[str, object]:
             "assigned": len(consumer.assignment()),
             "active": len(consumer._get_active_partitions()),
             "paused": names(consumer._paused_partitions),
+            "paused_in_client": names(client_paused(consumer)),
             "buffered": names(getattr(consumer, "_buffered_partitions", ())),
             "generation": app.consumer_generation_id,
             "unfetched": unfetched(consumer),
             "behind": partitions_behind(consumer)}
+
+
+def client_paused(consumer) -> set:
+    """The partitions aiokafka itself leaves out of its fetches (app.faust_fixes)."""
+    client = getattr(consumer._thread, "_consumer", None)
+    return client.paused() if client is not None else set()
 
 
 def unfetched(consumer) -> list[str]:

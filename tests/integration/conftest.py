@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import yaml
 
@@ -98,6 +99,18 @@ def worker_states() -> str:
         lines.extend(f"\n    {line[:300]}" for line in
                      [line for line in log if '"diagnostics.' not in line][-10:])
     return "".join(lines)
+
+
+def logged_state(worker) -> dict:
+    """The consumer state (app.agents.ops.consumer_state) `worker` logs when asked now."""
+    def states() -> list[str]:
+        return [line for line in Path(worker.log_path).read_text(errors="replace").splitlines()
+                if '"diagnostics.state"' in line]
+    before = len(states())
+    assert worker.dump_tasks(), "the worker is not running"
+    wait_until(lambda: len(states()) > before, 30, what="the consumer state logged")
+    line = states()[before]
+    return orjson.loads(line[line.index("{"):])
 
 
 def broker_record_counts() -> str:
