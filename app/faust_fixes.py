@@ -106,12 +106,10 @@ async def seek_to_committed(client: Any, skip_topics: Collection[str],
     deliveries of the killed worker never read again). `skip_topics` (table changelogs) are
     positioned by recovery itself."""
     committed = await client.seek_to_committed()
-    never = [tp for tp, offset in committed.items()
-             if offset is None and tp.topic not in skip_topics]
-    for tp, offset in committed.items():
-        if offset == 0 and tp.topic not in skip_topics:
-            client.seek(tp, 0)
-    if never:
+    streams = {tp: offset for tp, offset in committed.items() if tp.topic not in skip_topics}
+    for tp in (tp for tp, offset in streams.items() if offset == 0):
+        client.seek(tp, 0)
+    if never := [tp for tp, offset in streams.items() if offset is None]:
         await (client.seek_to_end if reset == "latest" else client.seek_to_beginning)(*never)
     return committed
 
@@ -133,6 +131,11 @@ def install_never_committed_seek_fix() -> None:
     cls._relay_never_committed_seek_fix = True
 
 
+def aiokafka_client(consumer: Any) -> Any:
+    """The aiokafka consumer behind Faust's `consumer`, or None before it has started."""
+    return getattr(consumer._thread, "_consumer", None)
+
+
 def install_client_pause() -> None:
     """Pause and resume partitions in aiokafka too, not only in Faust's own bookkeeping.
 
@@ -141,33 +144,23 @@ def install_client_pause() -> None:
     117 partitions, read only during recovery) and, during recovery, every stream partition,
     whose records Faust then discarded and had to seek back to. Paused in aiokafka, they are
     left out of the fetch: less to encode, decode and scan, for the worker and the broker."""
-    from aiokafka import TopicPartition
-    from faust.transport.drivers.aiokafka import Consumer
+    from faust.transport.drivers.aiokafka import Consumer, ensure_aiokafka_TPset
 
     if getattr(Consumer, "_relay_client_pause", False):
         return
-    pause_partitions, resume_partitions = Consumer.pause_partitions, Consumer.resume_partitions
 
-    def assigned(self: Any, tps: Any) -> list[TopicPartition]:
-        client = self._thread._consumer
-        if client is None:
-            return []
-        mine = client.assignment()
-        return [tp for tp in (TopicPartition(t.topic, t.partition) for t in tps) if tp in mine]
+    def mirrored(faust_method: Any, client_method: str) -> Any:
+        def method(self: Any, tps: Any) -> None:
+            tps = list(tps)
+            faust_method(self, tps)
+            if (client := aiokafka_client(self)) is not None:
+                # Faust also pauses and resumes partitions a rebalance just took away.
+                if mine := ensure_aiokafka_TPset(tps) & client.assignment():
+                    getattr(client, client_method)(*mine)
+        return method
 
-    def pause(self: Any, tps: Any) -> None:
-        tps = list(tps)
-        pause_partitions(self, tps)
-        if client_tps := assigned(self, tps):
-            self._thread._consumer.pause(*client_tps)
-
-    def resume(self: Any, tps: Any) -> None:
-        tps = list(tps)
-        resume_partitions(self, tps)
-        if client_tps := assigned(self, tps):
-            self._thread._consumer.resume(*client_tps)
-
-    Consumer.pause_partitions, Consumer.resume_partitions = pause, resume
+    Consumer.pause_partitions = mirrored(Consumer.pause_partitions, "pause")
+    Consumer.resume_partitions = mirrored(Consumer.resume_partitions, "resume")
     Consumer._relay_client_pause = True
 
 

@@ -37,6 +37,7 @@ from app import metrics
 from app.agents.context import Relay
 from app.config import DESTINATIONS
 from app.diagnostics import install_task_dump
+from app.faust_fixes import aiokafka_client
 
 log = structlog.get_logger(__name__)
 
@@ -200,7 +201,7 @@ def consumer_state(app: faust.App) -> dict[str, object]:
 
 def client_paused(consumer) -> set:
     """The partitions aiokafka itself leaves out of its fetches (app.faust_fixes)."""
-    client = getattr(consumer._thread, "_consumer", None)
+    client = aiokafka_client(consumer)
     return client.paused() if client is not None else set()
 
 
@@ -237,16 +238,15 @@ def partitions_behind(consumer) -> dict[str, dict]:
 
 
 def fetcher_view(consumer, tp) -> dict[str, object]:
-    """aiokafka's side of a partition: the position it fetches from, whether it holds fetched
-    records not yet handed to Faust, and whether it has paused the partition itself."""
+    """aiokafka's side of a partition: the position it fetches from, and whether it holds
+    fetched records not yet handed to Faust (what it paused is the state's `paused_in_client`)."""
     try:
-        client = consumer._thread._ensure_consumer()
+        client = aiokafka_client(consumer)
         state = client._subscription.subscription.assignment.state_value(tp)
         held = client._fetcher._records.get(tp)
     except Exception:  # a diagnostic must not fail on a consumer between assignments
         return {}
     records = getattr(held, "_partition_records", None)
     return {"position": state.position if state.has_valid_position else None,
-            "paused_in_client": state.paused,
             "held": None if held is None else type(held).__name__,
             "held_next": getattr(records, "next_fetch_offset", None)}

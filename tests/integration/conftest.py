@@ -94,18 +94,22 @@ def worker_states() -> str:
     lines = []
     for proc in dumped:
         log = Path(proc.log_path).read_text(errors="replace").splitlines()
-        states = [line for line in log if '"diagnostics.state"' in line]
+        states = state_lines(log)
         lines.append(f"\n  worker {proc.web_port}: {states[-1] if states else 'no state logged'}")
         lines.extend(f"\n    {line[:300]}" for line in
                      [line for line in log if '"diagnostics.' not in line][-10:])
     return "".join(lines)
 
 
+def state_lines(log: list[str]) -> list[str]:
+    """The consumer states (app.agents.ops.consumer_state) among a worker's log lines."""
+    return [line for line in log if '"diagnostics.state"' in line]
+
+
 def logged_state(worker) -> dict:
-    """The consumer state (app.agents.ops.consumer_state) `worker` logs when asked now."""
+    """The consumer state `worker` logs when asked now."""
     def states() -> list[str]:
-        return [line for line in Path(worker.log_path).read_text(errors="replace").splitlines()
-                if '"diagnostics.state"' in line]
+        return state_lines(Path(worker.log_path).read_text(errors="replace").splitlines())
     before = len(states())
     assert worker.dump_tasks(), "the worker is not running"
     wait_until(lambda: len(states()) > before, 30, what="the consumer state logged")
