@@ -69,6 +69,7 @@ class Settings:
     event_loop: str = "uvloop"
     topic_retry_max: int = 5
     resend_idempotent_after_crash: bool = False
+    identity_shortcut: bool = True
     breaker_threshold: int = 20
     breaker_cooldown_s: float = 30.0
     emit_outcomes: bool = True
@@ -276,6 +277,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         topic_retry_max=_int(env, "TOPIC_RETRY_MAX", 5, 0, 100),
         breaker_threshold=_int(env, "BREAKER_THRESHOLD", 20, 1, 100000),
         resend_idempotent_after_crash=_bool(env, "RESEND_IDEMPOTENT_AFTER_CRASH", False),
+        identity_shortcut=_bool(env, "IDENTITY_SHORTCUT", True),
         breaker_cooldown_s=_float(env, "BREAKER_COOLDOWN_S", 30.0, 0.1, 3600.0),
         emit_outcomes=_bool(env, "EMIT_OUTCOMES", True),
         group_instance_id=env.get("GROUP_INSTANCE_ID", "").strip(),

@@ -35,6 +35,10 @@ BREAKER_STATE = Gauge("relay_circuit_state", "0 closed, 1 half-open, 2 open, 3 p
 EVENT_AGE = Histogram("relay_event_age_seconds", "Event age at delivery", ["destination"],
                       buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
 IDENTITY_UPDATES = Counter("relay_identity_updates_total", "Identity table writes", ["kind"])
+IDENTITY_SHORTCUT = Counter(
+    "relay_identity_shortcut_total",
+    "Envelopes ingress resolved itself (local) or sent through events.normalized (topic)",
+    ["path"])
 SAFETY_DECISIONS = Counter("relay_messaging_decisions_total",
                            "Messages held back by consent, frequency caps or quiet hours",
                            ["channel", "decision", "reason"])

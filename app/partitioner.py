@@ -33,9 +33,12 @@ class RememberingPartitioner:
                  available: Sequence[int]) -> int:
         if key is None:
             return random.choice(available or all_partitions)
+        return all_partitions[self.hash_of(key) % len(all_partitions)]
+
+    def hash_of(self, key: bytes) -> int:
         hashed = self._hashes.get(key)
         if hashed is None:
             if len(self._hashes) >= self.max_keys:
                 self._hashes.clear()
             hashed = self._hashes[key] = kafka_hash(key)
-        return all_partitions[hashed % len(all_partitions)]
+        return hashed

@@ -21,6 +21,7 @@ import orjson
 import structlog
 
 from app import logs, metrics
+from app.agents import shortcut
 from app.agents.context import Relay
 from app.identity import graph
 from app.identity import profile as profiles
@@ -58,8 +59,8 @@ def install(relay: Relay) -> None:
         else:  # nobody knows any identifier of this event: a new profile
             await to_profile(graph.profile_id_for(anchor), raw)
 
-    async def on_envelope(key: str, raw: bytes) -> None:
-        env = orjson.loads(raw)
+    async def on_envelope(key: str, env: dict, raw: bytes | None = None) -> None:
+        """Resolve one envelope (`raw`: its bytes as received, when they may be passed on)."""
         logs.bind_event(env)
         ids = env.get("identities") or {}
         clean, rejected = clean_identities(ids, settings.default_region)
@@ -71,6 +72,8 @@ def install(relay: Relay) -> None:
                 trace = env.setdefault("trace", {})
                 trace["rejected_identifiers"] = sorted(
                     set(trace.get("rejected_identifiers") or ()) | set(rejected))
+            raw = None
+        if raw is None:
             raw = orjson.dumps(env)
         keys = [k for _kind, k in lookup_order(clean, unify)]
         if not keys:  # nothing to resolve: route as it is
@@ -113,6 +116,9 @@ def install(relay: Relay) -> None:
                 "event_id": msg.get("e", ""), "reason": "ambiguous_unify_key",
                 "limit": settings.ambiguous_key_limit, "at": now_iso()})
 
+    forwarder = shortcut.Shortcut(relay, on_envelope, settings.identity_shortcut)
+    shortcut.install(relay, forwarder)
+
     @app.agent(source, name="identity")
     async def identity_agent(stream):
         async for event in stream.events():
@@ -124,9 +130,11 @@ def install(relay: Relay) -> None:
                 elif op == b"lookup":
                     await on_lookup(event, key)
                 else:
-                    await on_envelope(key, event.value)
+                    await on_envelope(key, orjson.loads(event.value), event.value)
             except Exception as exc:  # a bug must not stop the stream or lose the event
                 await relay.internal_error("identity", event, exc)
+            if event.message.topic == shortcut.TOPIC:
+                forwarder.gate.processed(event.message.partition, event.message.offset)
 
 
 def consent_view(consent: dict) -> dict:

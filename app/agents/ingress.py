@@ -1,4 +1,5 @@
-"""Ingress: every ingress topic -> normalized envelopes on events.normalized, or ingress.dlq."""
+"""Ingress: every ingress topic -> normalized envelopes on events.normalized (or resolved here,
+app/agents/shortcut.py), or ingress.dlq."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def install(relay: Relay) -> None:
             metrics.NORMALIZED.labels(env["source"], env["type"]).inc()
             if env["type"].endswith(".unmapped"):
                 metrics.UNMAPPED.labels(env["source"]).inc()
-            await relay.send("events.normalized", env["customer_key"], env)
+            await relay.shortcut.forward(env)
             log.debug("ingress.normalized", source=env["source"])
         await relay.emit("ingress", "normalized", origin=origin,
                          event_ids=[e["event_id"] for e in envelopes])
