@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,11 +129,23 @@ class Relay:
         await self.emit(stage, "dead_lettered", origin=origin, reason="internal_error")
 
 
-def bind_event(event) -> None:
+def bind_event(event) -> Any:
     """Make `event` Faust's current event, as stream iteration does for one event at a time.
 
     Batched iteration (`take_events`) leaves no current event, yet table reads and writes need
     one to pick the partition (and the RocksDB instance); this is the one place that knows."""
     from faust.streams import _current_event
 
-    _current_event.set(weakref.ref(event))
+    return _current_event.set(weakref.ref(event))
+
+
+@contextmanager
+def event_bound(event) -> Iterator[None]:
+    """`bind_event` for a block only: the event current before comes back after it."""
+    from faust.streams import _current_event
+
+    token = bind_event(event)
+    try:
+        yield
+    finally:
+        _current_event.reset(token)

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from faust.streams import _current_event
 
 from app import metrics
+from app.agents.context import event_bound
 from app.partitioner import kafka_hash
 
 log = structlog.get_logger(__name__)
@@ -145,34 +144,29 @@ class Shortcut:
 
     async def forward(self, env: dict) -> None:
         key = env["customer_key"]
-        partition = self.gate.partition_of(key.encode())
-        if self.enabled and not self.gate.allows(partition):
-            await self.catch_up(partition)
-        if self.enabled and self.gate.allows(partition):
+        raw_key = key.encode()
+        partition = self.gate.partition_of(raw_key)
+        if self.enabled and await self.is_open(partition):
             self._local.inc()
-            await self.resolve_in(partition, key, env)
+            with event_bound(self._events[partition]):
+                await self.resolve(key, env)
             return
         self._topic.inc()
         generation = self.gate.sending(partition)
-        future = await self.relay.send(TOPIC, key, env)
+        future = await self.relay.send(TOPIC, raw_key, env)
         future.add_done_callback(
             lambda f: self.gate.acked(generation, partition, *_appended_at(f)))
 
-    async def catch_up(self, partition: int) -> None:
-        """Wait a little for the partition to open. A rebalance stops Faust's flow before it
-        waits for the current event (this one), so the wait ends there too."""
+    async def is_open(self, partition: int) -> bool:
+        """Whether the partition is open, waiting a little while it catches up. A rebalance
+        stops Faust's flow before it waits for the current event (this one), so the wait ends
+        there too."""
         consumer = self.relay.app.consumer
         deadline = time.monotonic() + CATCH_UP_WAIT_S
-        while (self.gate.catching_up(partition) and not self.gate.allows(partition)
+        while (not self.gate.allows(partition) and self.gate.catching_up(partition)
                and consumer.flow_active and time.monotonic() < deadline):
             await asyncio.sleep(CATCH_UP_POLL_S)
-
-    async def resolve_in(self, partition: int, key: str, env: dict) -> None:
-        token = _current_event.set(weakref.ref(self._events[partition]))
-        try:
-            await self.resolve(key, env)
-        finally:
-            _current_event.reset(token)
+        return self.gate.allows(partition)
 
 
 def _appended_at(future: asyncio.Future) -> tuple[int | None, int | None]:

@@ -4,9 +4,15 @@ from app.agents.shortcut import Gate
 from app.partitioner import kafka_hash
 
 
-def opened(partition: int = 1, offset: int = 10) -> Gate:
+def owning(*partitions: int) -> Gate:
+    """A gate of 4 partitions, `partitions` of them this worker's."""
     gate = Gate(4)
-    gate.assign({0, 1, 2, 3})
+    gate.assign(set(partitions))
+    return gate
+
+
+def opened(partition: int = 1, offset: int = 10) -> Gate:
+    gate = owning(0, 1, 2, 3)
     generation = gate.sending(partition)
     gate.acked(generation, partition, partition, offset)
     gate.processed(partition, offset)
@@ -14,8 +20,7 @@ def opened(partition: int = 1, offset: int = 10) -> Gate:
 
 
 def test_closed_until_the_identity_agent_passed_our_own_envelope():
-    gate = Gate(4)
-    gate.assign({1})
+    gate = owning(1)
     assert not gate.allows(1)
     generation = gate.sending(1)
     gate.processed(1, 50)  # someone else's record, while ours is not yet appended
@@ -27,8 +32,7 @@ def test_closed_until_the_identity_agent_passed_our_own_envelope():
 
 
 def test_processed_before_the_acknowledgement_arrives_opens_on_the_ack():
-    gate = Gate(4)
-    gate.assign({2})
+    gate = owning(2)
     generation = gate.sending(2)
     gate.processed(2, 7)
     gate.acked(generation, 2, 2, 7)
@@ -36,8 +40,7 @@ def test_processed_before_the_acknowledgement_arrives_opens_on_the_ack():
 
 
 def test_an_envelope_still_unacknowledged_keeps_it_closed():
-    gate = Gate(4)
-    gate.assign({1})
+    gate = owning(1)
     first, second = gate.sending(1), gate.sending(1)
     gate.acked(first, 1, 1, 3)
     gate.processed(1, 3)
@@ -49,8 +52,7 @@ def test_an_envelope_still_unacknowledged_keeps_it_closed():
 
 
 def test_a_partition_this_worker_does_not_own_never_opens():
-    gate = Gate(4)
-    gate.assign({0})
+    gate = owning(0)
     generation = gate.sending(3)
     gate.acked(generation, 3, 3, 0)
     gate.processed(3, 5)
@@ -58,8 +60,7 @@ def test_a_partition_this_worker_does_not_own_never_opens():
 
 
 def test_a_rebalance_closes_everything_and_old_acknowledgements_prove_nothing():
-    gate = Gate(4)
-    gate.assign({1})
+    gate = owning(1)
     old = gate.sending(1)
     gate.reset()
     gate.assign({1})
@@ -78,8 +79,7 @@ def test_a_rebalance_closes_everything_and_old_acknowledgements_prove_nothing():
 
 
 def test_a_failed_send_keeps_the_partition_closed_until_a_rebalance():
-    gate = Gate(4)
-    gate.assign({1})
+    gate = owning(1)
     generation = gate.sending(1)
     gate.acked(generation, 1, None, None)
     gate.processed(1, 1000)
@@ -103,8 +103,7 @@ def test_partition_of_is_kafkas_default_partitioner():
 
 
 def test_worth_waiting_only_for_envelopes_already_sent_to_an_owned_partition():
-    gate = Gate(4)
-    gate.assign({1})
+    gate = owning(1)
     assert not gate.catching_up(1)  # nothing sent yet: the first one must take the topic
     generation = gate.sending(1)
     assert gate.catching_up(1)
