@@ -1,7 +1,7 @@
 """Keep the cyclic garbage collector off the worker's long-lived heap.
 
 Python's full (generation 2) collection walks every tracked object. In a worker that is every
-object of Faust, aiokafka, httpx and the relay, created at start-up and alive until the end:
+object of Faust, aiokafka, aiohttp and the relay, created at start-up and alive until the end:
 with the RocksDB store each full collection took 55-67 ms, 16-17 of them 1.25-1.31 s of one
 bench run, each a pause of every stage at once. `gc.freeze()` moves what exists into a permanent
 generation no collection walks; what is allocated later is collected as before (full

@@ -2,7 +2,7 @@
 
 A Braze trigger action receives a `send` for Braze only, so the wallet look-up has its own
 sender: `WalletProvider.from_settings` builds one from ``settings.destination("sessionm")`` with the
-shared `HttpSender` (its own httpx client, SessionM's rate limit and metrics, and the shorter
+shared `HttpSender` (its own HTTP connection pool, SessionM's rate limit and metrics, and the shorter
 ``WALLET_TIMEOUT_S``). The delivery core stays generic.
 
 - Cache: a wallet is reused for ``WALLET_CACHE_S`` seconds per user (0 = no cache); concurrent
