@@ -66,6 +66,18 @@ async def test_flow_control_resumes_before_the_seek(method):
 
 
 @pytest.mark.parametrize("method", ["_resume_streams", "on_recovery_completed"])
+async def test_stream_partitions_resume_only_after_the_seek(method):
+    """The flow is on during the seek (recovery turned it on for the changelogs): a stream
+    partition resumed before it would be fetched and processed from where it stood, then again
+    from the committed offset."""
+    install_resume_order_fix()
+    calls = Calls()
+    await getattr(Recovery, method)(fake_recovery(calls), generation_id=3)
+    resumed = calls.index(("resume_partitions", [("events.normalized", 0)]))
+    assert calls.index("perform_seek") < resumed < calls.index("completed")
+
+
+@pytest.mark.parametrize("method", ["_resume_streams", "on_recovery_completed"])
 async def test_a_newer_rebalance_leaves_the_streams_alone(method):
     install_resume_order_fix()
     calls = Calls()
