@@ -14,6 +14,8 @@ wallet id as `air_wallet_id`.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -119,13 +121,20 @@ COUPON_EVENT_TYPES = {
 
 def object_type(raw: Any) -> str:
     """`WALLET_ACCOUNT_ENTITY`, `walletAccountEntity`, `WalletAccountEntity` -> one form."""
-    name = text(raw) or ""
+    return _object_type(text(raw) or "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _object_type(name: str) -> str:
+    # A handful of spellings, met in every operation of every document.
     key = re.sub(r"[^0-9a-z]", "", name.lower())
     return _OBJECT_TYPE_BY_KEY.get(key) or camel_case(name) or "unknown"
 
 
 def parse_body(raw: Any) -> Any:
     """A request/response body: JSON string -> parsed, object kept, non-JSON text kept as text."""
+    if type(raw) is dict:  # most parts of a document arrive as objects already
+        return raw
     if isinstance(raw, (bytes, bytearray)):
         raw = bytes(raw).decode("utf-8", "replace")
     if isinstance(raw, str):
@@ -174,15 +183,16 @@ class AirDoc:
             if not isinstance(item, Mapping):
                 continue
             raw_type = text(first(item, "objectType", "object_type", "ObjectType")) or ""
+            kind = object_type(raw_type)
+            operation = (text(first(item, "operationType", "operation_type")) or "").upper()
             value = parse_body(item.get("objectValue"))
             # A list of objects is several operations of the same kind.
             values = value if isinstance(value, list) and value and all(
                 isinstance(v, dict) for v in value) else [value]
             for one in values:
                 self.ops.append(Op(
-                    type=object_type(raw_type),
-                    operation=(text(first(item, "operationType", "operation_type"))
-                               or "").upper(),
+                    type=kind,
+                    operation=operation,
                     value=one if isinstance(one, dict) else {"value": one} if one else {},
                     raw_type=raw_type,
                 ))
@@ -268,7 +278,7 @@ class AirDoc:
 
     def _collect_identities(self) -> str | None:
         records, wallet_keys = self._identity_records()
-        wallet_candidates: list[Any] = []
+        wallet_candidates: list[Any] = []  # those of the identity records; then _more_wallet_ids
         # Active identities first, so a deleted or suspended one never shadows a live one.
         records.sort(key=lambda r: 0 if str(r.get("status") or "ACTIVE").upper() == "ACTIVE"
                      else 1)
@@ -296,24 +306,28 @@ class AirDoc:
             for contact in consumer_contacts(consumer):
                 if contact["type"] in ("email", "phone"):
                     self.ids.add(contact["type"], contact["value"])
-        for value in self.of(WALLET):
-            wallet_candidates.append(first(value, "walletId", "id"))
-        for op in self.ops:
-            wallet_candidates.append(op.value.get("walletId"))
-            wallet_candidates.append(dig(op.value, "account", "walletId"))
-        wallet_candidates.extend(wallet_keys)
-        for body in self.bodies():
-            wallet_candidates.append(body.get("walletId"))
-            wallet_candidates.append(dig(body, "wallet", "walletId"))
-        match = _WALLET_IN_PATH.search(text(self.request.get("resource")) or "")
-        if match:
-            wallet_candidates.append(match.group(1))
-        for candidate in wallet_candidates:
+        for candidate in itertools.chain(wallet_candidates, self._more_wallet_ids(wallet_keys)):
             wallet_id = text(candidate)
             if wallet_id:
                 self.ids.add("air_wallet_id", wallet_id)
                 return wallet_id
         return None
+
+    def _more_wallet_ids(self, wallet_keys: list[str]) -> Iterator[Any]:
+        """Where else a wallet id may be, best first. A generator: the identity records nearly
+        always have it, so the rest of the document is seldom searched."""
+        for value in self.of(WALLET):
+            yield first(value, "walletId", "id")
+        for op in self.ops:
+            yield op.value.get("walletId")
+            yield dig(op.value, "account", "walletId")
+        yield from wallet_keys
+        for body in self.bodies():
+            yield body.get("walletId")
+            yield dig(body, "wallet", "walletId")
+        match = _WALLET_IN_PATH.search(text(self.request.get("resource")) or "")
+        if match:
+            yield match.group(1)
 
     # --- shared facts ---------------------------------------------------------------------
 
@@ -338,11 +352,22 @@ class AirDoc:
                     break
         return result
 
+    # The transactions and the points balance are read once per document: the handler and the
+    # derived events all ask for them (a POS settle three times), and none changes them.
+
     def transactions(self) -> list[dict]:
+        return self._transactions
+
+    @functools.cached_property
+    def _transactions(self) -> list[dict]:
         return [transaction_of(v) for v in self.of(ACCOUNT_TXN)]
 
     def points_balance(self) -> Any:
         """The last POINTS balance seen, in operation order."""
+        return self._points_balance
+
+    @functools.cached_property
+    def _points_balance(self) -> Any:
         balance = None
         for op in self.ops:
             if op.type == ACCOUNT and is_points(op.value):
@@ -412,7 +437,7 @@ def event_name_of(raw: Any) -> str:
 def unread_fields(object_type_: str, value: Mapping) -> dict:
     """The fields of a known entity that no handler reads (empty ones dropped)."""
     known = READ_FIELDS.get(object_type_, set())
-    if set(value) == {"value"} and not isinstance(value.get("value"), Mapping):
+    if len(value) == 1 and "value" in value and not isinstance(value.get("value"), Mapping):
         return {}  # a scalar objectValue wrapped by AirDoc
     rest = {k: v for k, v in value.items() if k not in known and v not in EMPTY}
     if object_type_ == CONSUMER:
