@@ -14,15 +14,17 @@ the already-started coroutine on in a task, with the same result, exception and 
 behaviour as if it had been a task from the start.
 
 `_drain_messages` below is faust-streaming 0.15.3's loop (`faust/transport/consumer.py`) with
-only that line changed; the copy is installed only on the version it was taken from.
+its `getmany` folded in, so that the records of batch topics (`app.batches`) go to their agents
+a fetch at a time before the rest goes on record by record, and with that hand-over line
+changed; the copy is installed only on the version it was taken from.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from importlib.metadata import version
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
@@ -71,10 +73,12 @@ async def hand_over(consumer: Any, callback: Callable[[Any], Awaitable[Any]], me
 
 
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
+    """Faust's fetch loop with its `getmany` folded in, so that the records of batch topics
+    (`app.batches`) go to their agents a fetch at a time before the rest goes on record by
+    record; and with the cheaper hand-over above."""
     from faust.transport.consumer import CONSUMER_FETCHING
 
     callback = self.callback
-    getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
     fetcher_should_stop = fetcher._stopped.is_set
 
@@ -85,6 +89,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     unset_flag = self.diag.unset_flag
     commit_every = self._commit_every
     acks_enabled_for = self.app.topics.acks_enabled_for
+    batch_agents = getattr(self.app, "batch_agents", None)
 
     yield_every = 100
     num_since_yield = 0
@@ -93,37 +98,61 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
-            ait = cast(AsyncIterator, getmany(timeout=1.0))
+            records, active_partitions = await self._wait_next_records(1.0)
+            generation_id = self.app.consumer_generation_id
 
             # Sleeping because sometimes getmany is called in a loop
             # never releasing to the event loop
             await self.sleep(0)
-            if not self.should_stop:
-                async for tp, message in ait:
-                    num_since_yield += 1
-                    if num_since_yield > yield_every:
-                        await sleep(0)
-                        num_since_yield = 0
-
-                    offset = message.offset
-                    r_offset = get_read_offset(tp)
-                    if r_offset is None or offset >= r_offset:
-                        gap = offset - (r_offset or 0)
-                        # We have a gap in income messages
-                        if gap > 1 and r_offset:
-                            acks_enabled = acks_enabled_for(message.topic)
-                            if acks_enabled:
-                                await self._add_gap(tp, r_offset + 1, offset)
-                        if commit_every is not None:
-                            if self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                        await hand_over(self, callback, message)
-                        set_read_offset(tp, offset)
-                    else:
-                        self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r",
-                                     offset, message.key, message.value)
+            if records is None or self.should_stop:
                 unset_flag(flag_consumer_fetching)
+                continue
+            if not self.flow_active:
+                self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+                try:
+                    await self.perform_seek()
+                except Exception as ex:
+                    self.log.warning(f"exception performing seek when flow not active {ex}")
+                unset_flag(flag_consumer_fetching)
+                continue
+            if batch_agents is not None and records:
+                records = await batch_agents.take(self, records, active_partitions, generation_id)
+                await sleep(0)
+            for tp, record in self.scheduler.iterate(records):
+                if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                    break
+                if not (active_partitions is None or tp in active_partitions
+                        or tp in self._buffered_partitions):
+                    continue
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                message = self._to_message(tp, record)
+                num_since_yield += 1
+                if num_since_yield > yield_every:
+                    await sleep(0)
+                    num_since_yield = 0
+
+                offset = message.offset
+                r_offset = get_read_offset(tp)
+                if r_offset is None or offset >= r_offset:
+                    gap = offset - (r_offset or 0)
+                    # We have a gap in income messages
+                    if gap > 1 and r_offset:
+                        acks_enabled = acks_enabled_for(message.topic)
+                        if acks_enabled:
+                            await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None:
+                        if self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                    await hand_over(self, callback, message)
+                    set_read_offset(tp, offset)
+                else:
+                    self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                                 offset, message.key, message.value)
+            if commit_every is not None and self._n_acked >= commit_every:
+                self._n_acked = 0
+                await self.commit()
+            unset_flag(flag_consumer_fetching)
 
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:

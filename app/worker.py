@@ -12,6 +12,7 @@ import faust
 from app import fast_recovery, faust_drain, heap, web
 from app.agents import deferred, feedback, identity, ingress, ops, route, sinks
 from app.agents.context import Relay
+from app.batches import BatchAgents
 from app.catalog import load_catalog
 from app.config import Settings
 from app.faust_fixes import (
@@ -60,6 +61,8 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
         **({"consumer_group_instance_id": settings.group_instance_id}
            if settings.group_instance_id else {}),
     )
+    # read by the fetch loop (app.faust_drain)
+    app.batch_agents = BatchAgents(app, per_record_sensors=settings.faust_metrics)
     relay = Relay(app, settings, load_catalog(settings), load_rules(settings.routes_file),
                   trace_ids=trace_ids)
     app.relay = relay

@@ -13,6 +13,7 @@ import orjson
 import structlog
 
 from app import metrics
+from app.batches import Batch
 from app.catalog import TopicSpec
 from app.config import Settings
 from app.envelope import Rejected
@@ -40,6 +41,10 @@ class Relay:
     # (e.g. LINE results -> feedback.insider); hooks run in the delivery's event context.
     outcome_hooks: list[Callable[[str, Any, str], Awaitable[None]]] = field(default_factory=list)
     shortcut: Any = None  # app.agents.shortcut.Shortcut: how ingress forwards an envelope
+    # Ingress topic -> `await tap(envelopes)` for each record's envelopes, before they go on
+    # (e.g. maac.results -> LINE feedback): a second reader of the record without a second parse.
+    ingress_taps: dict[str, list[Callable[[list[dict]], Awaitable[None]]]] = field(
+        default_factory=dict)
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
     _rocksdb: Budget | None = None
     _outcomes: list[dict[str, Any]] | None = None  # gathered for relay.outcomes (see emit)
@@ -51,6 +56,10 @@ class Relay:
             self._topics[name] = self.app.topic(
                 name, partitions=spec.partitions, key_serializer="raw", value_serializer="raw")
         return self._topics[name]
+
+    def batch_agent(self, topic: faust.TopicT, name: str, **kwargs: Any):
+        """Decorator: an agent that gets `topic`'s records a fetch at a time (app.batches)."""
+        return self.app.batch_agents.agent(topic, name, **kwargs)
 
     def table(self, name: str, **kwargs: Any):
         if name not in self.tables:
@@ -117,16 +126,40 @@ class Relay:
 
         producer.flush = write_then_flush
 
-    async def internal_error(self, stage: str, event, exc: Exception) -> None:
-        """A bug met on one record: dead-letter the record with the reason, keep the stream going."""
-        msg = event.message
-        origin = origin_of(msg.topic, msg.partition, msg.offset)
+    async def internal_error(self, stage: str, record, exc: Exception) -> None:
+        """A bug met on one record (an aiokafka record or a Faust message: both carry topic,
+        partition, offset, key, value and headers): dead-letter it with the reason, keep going."""
+        origin = origin_of(record.topic, record.partition, record.offset)
         log.exception(f"{stage}.internal_error", origin=origin, error=type(exc).__name__)
         rejected = Rejected("internal_error", f"{stage}: {type(exc).__name__}")
-        await self.send("ingress.dlq", event.key, ingress_dead_letter(
-            rejected, msg.topic, msg.partition, msg.offset, event.key, event.value,
-            list(msg.headers or [])))
+        await self.send("ingress.dlq", record.key, ingress_dead_letter(
+            rejected, record.topic, record.partition, record.offset, record.key, record.value,
+            list(record.headers or [])))
         await self.emit(stage, "dead_lettered", origin=origin, reason="internal_error")
+
+    async def parsed(self, stage: str, batch: Batch) -> list[tuple[Any, Any]]:
+        """(partition event, parsed JSON value) for each record of a batch; a record that is not
+        JSON is dead-lettered (`internal_error`) instead of stopping the batch."""
+        out = []
+        for part, record in batch.records():
+            try:
+                out.append((part.event, orjson.loads(record.value)))
+            except orjson.JSONDecodeError as exc:
+                await self.internal_error(stage, record, exc)
+        return out
+
+
+def durable_set(table: Any, key: Any, value: Any) -> Any:
+    """`table[key] = value`, returning the future of its changelog record (Faust's own write
+    drops it), so that a caller can wait for this one write to reach the broker."""
+    from faust.streams import current_event
+
+    event = current_event()
+    if event is None:
+        raise RuntimeError("a table write needs a current event (its partition)")
+    future = table.send_changelog(event.message.partition, key, value)
+    table.data[key] = value
+    return future
 
 
 def bind_event(event) -> Any:

@@ -95,12 +95,12 @@ def install(relay: Relay) -> None:
         async for event in stream.events():
             try:
                 partition = event.message.partition
-                if header(event, OP) == b"tick":
+                if header(event.message, OP) == b"tick":
                     await release(partition)
                 else:
                     schedule.add(partition, orjson.loads(event.value))
             except Exception as exc:  # a bug must not stop the stream or lose the item
-                await relay.internal_error("deferred", event, exc)
+                await relay.internal_error("deferred", event.message, exc)
 
     @app.timer(interval=relay.settings.defer_tick_s)
     async def tick() -> None:

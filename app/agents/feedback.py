@@ -1,10 +1,10 @@
 """Feedback: LINE results -> `feedback.insider` -> Insider UCD, and the MAAC topic-report poller.
 
 - An outcome hook turns the MAAC sink's outcomes into `line.sent` / `line.unreachable` records.
-- `feedback-tap` reads `maac.results` (next to the ingress agent, which still normalizes every
-  record onto `events.normalized`, so `line.bound` reaches the identity graph) and republishes
-  customer-level results (`line.opened`, `line.clicked`, `line.bound`) as feedback records,
-  joining journey, template and identifiers from the push that caused an open.
+- A tap on the ingress agent's envelopes of `maac.results` (which still go on to the identity
+  graph, so `line.bound` reaches it) republishes customer-level results (`line.opened`,
+  `line.clicked`, `line.bound`) as feedback records, joining journey, template and identifiers
+  from the push that caused an open.
 - `feedback-insider` takes up to 1,000 feedback records at a time, plans their deliveries with
   the routing rules (the LINE rules match only feedback records, see app/feedback), writes the
   same "route" accounting record the route stage writes, and settles the Insider deliveries with
@@ -32,7 +32,6 @@ from app.config import ConfigError
 from app.delivery.core import HttpSender
 from app.destinations import maac
 from app.destinations.base import HttpRequest
-from app.envelope import Rejected
 from app.feedback import (
     SendMemory,
     due_event_ids,
@@ -43,7 +42,7 @@ from app.feedback import (
     report_record,
     report_window,
 )
-from app.pipeline import normalize_record, origin_of
+from app.pipeline import origin_of
 from app.routing import plan
 
 log = structlog.get_logger(__name__)
@@ -88,57 +87,46 @@ def install(relay: Relay) -> None:
 
     relay.outcome_hooks.append(on_outcome)
 
-    @relay.app.agent(relay.topic("maac.results"), name="feedback-tap")
-    async def tap(stream):
-        async for event in stream.events():
-            msg = event.message
-            try:
-                envelopes = normalize_record(msg.topic, event.value,
-                                             dict(msg.headers or []), settings)
-            except Rejected:
-                continue  # the ingress agent dead-letters it with the reason
-            except Exception as exc:  # the ingress agent reports it as an internal error
-                log.warning("feedback.tap_error", error=type(exc).__name__)
-                continue
-            for env in envelopes:
-                env["trace"]["origin"] = origin_of(msg.topic, msg.partition, msg.offset)
-                record = from_result(env, memory)
-                if record is not None:
-                    await publish(record)
-                elif env["type"] == "line.opened":
-                    metrics.FEEDBACK_UNMATCHED.labels(env["type"]).inc()
+    async def tap(envelopes: list[dict]) -> None:
+        for env in envelopes:
+            record = from_result(env, memory)
+            if record is not None:
+                await publish(record)
+            elif env["type"] == "line.opened":
+                metrics.FEEDBACK_UNMATCHED.labels(env["type"]).inc()
 
-    async def plan_one(event) -> list[dict]:
-        env = orjson.loads(event.value)
+    relay.ingress_taps.setdefault("maac.results", []).append(tap)
+
+    async def plan_one(record, env: dict) -> list[dict]:
         logs.bind_event(env)
         planned = plan(relay.rules, env) if is_feedback(env) else []
         for delivery in planned:
             metrics.ROUTED.labels(delivery["destination"], delivery["action"]).inc()
-        msg = event.message
-        await relay.emit("route", "routed", origin=origin_of(msg.topic, msg.partition, msg.offset),
+        await relay.emit("route", "routed",
+                         origin=origin_of(record.topic, record.partition, record.offset),
                          event_id=env["event_id"],
                          parent_event_id=(env.get("trace") or {}).get("parent_event_id"),
                          deliveries=[[d["destination"], d["action"], d["delivery_id"]]
                                      for d in planned])
         return planned
 
-    @relay.app.agent(relay.topic("feedback.insider"), name="feedback-insider")
-    async def feedback_sink(stream):
-        batches = stream.take_events(batch_max, within=settings.sink_batch_window_s)
-        async for events in batches:
+    @relay.batch_agent(relay.topic("feedback.insider"), name="feedback-insider",
+                       max_records=batch_max)
+    async def feedback_sink(batches):
+        async for records in batches:
             batch = []
-            for event in events:
-                bind_event(event)
+            for part, record in records.records():
+                bind_event(part.event)
                 try:
-                    planned = await plan_one(event)
+                    planned = await plan_one(record, orjson.loads(record.value))
                 except Exception as exc:  # a bug must not stop the stream or lose the record
-                    await relay.internal_error("feedback", event, exc)
+                    await relay.internal_error("feedback", record, exc)
                     continue
                 for delivery in planned:
                     if delivery["destination"] == DESTINATION:
-                        batch.append((event, delivery))
+                        batch.append((part.event, delivery))
                     else:
-                        await relay.send(f"deliveries.{delivery['destination']}", event.key,
+                        await relay.send(f"deliveries.{delivery['destination']}", record.key,
                                          delivery)
             if batch:
                 await settler.settle(batch)

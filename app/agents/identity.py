@@ -22,7 +22,7 @@ import structlog
 
 from app import logs, metrics
 from app.agents import shortcut
-from app.agents.context import Relay
+from app.agents.context import Relay, bind_event
 from app.identity import graph
 from app.identity import profile as profiles
 from app.identity.keys import clean_identities, key_of, lookup_order, normalize_identifier
@@ -35,8 +35,9 @@ REST = "relay-identity-rest"
 ANCHOR = "relay-identity-anchor"
 
 
-def header(event, name: str) -> bytes | None:
-    for key, value in event.message.headers or ():
+def header(record, name: str) -> bytes | None:
+    """A header's value on a record (an aiokafka record or a Faust message)."""
+    for key, value in record.headers or ():
         if key == name:
             return value
     return None
@@ -87,13 +88,13 @@ def install(relay: Relay) -> None:
                 return
         await next_hop([k for k in keys if k != key], raw, keys[0])
 
-    async def on_lookup(event, key: str) -> None:
+    async def on_lookup(record, key: str) -> None:
         pid = graph.resolve(index.get(key))
         if pid:
-            await to_profile(pid, event.value)
+            await to_profile(pid, record.value)
             return
-        rest = orjson.loads(header(event, REST) or b"[]")
-        await next_hop(rest, event.value, (header(event, ANCHOR) or key.encode()).decode())
+        rest = orjson.loads(header(record, REST) or b"[]")
+        await next_hop(rest, record.value, (header(record, ANCHOR) or key.encode()).decode())
 
     async def on_bind(key: str, raw: bytes) -> None:
         msg = orjson.loads(raw)
@@ -119,22 +120,28 @@ def install(relay: Relay) -> None:
     forwarder = shortcut.Shortcut(relay, on_envelope, settings.identity_shortcut)
     shortcut.install(relay, forwarder)
 
-    @app.agent(source, name="identity")
-    async def identity_agent(stream):
-        async for event in stream.events():
-            try:
-                key = (event.key or b"").decode()
-                op = header(event, OP) if event.message.topic == "identity.claims" else None
-                if op == b"bind":
-                    await on_bind(key, event.value)
-                elif op == b"lookup":
-                    await on_lookup(event, key)
-                else:
-                    await on_envelope(key, orjson.loads(event.value), event.value)
-            except Exception as exc:  # a bug must not stop the stream or lose the event
-                await relay.internal_error("identity", event, exc)
-            if event.message.topic == shortcut.TOPIC:
-                forwarder.gate.processed(event.message.partition, event.message.offset)
+    @relay.batch_agent(source, name="identity")
+    async def identity_agent(batches):
+        async for batch in batches:
+            for part in batch.parts:
+                bind_event(part.event)
+                for record in part.records:
+                    await on_record(record)
+                    if record.topic == shortcut.TOPIC:
+                        forwarder.gate.processed(record.partition, record.offset)
+
+    async def on_record(record) -> None:
+        try:
+            key = (record.key or b"").decode()
+            op = header(record, OP) if record.topic == "identity.claims" else None
+            if op == b"bind":
+                await on_bind(key, record.value)
+            elif op == b"lookup":
+                await on_lookup(record, key)
+            else:
+                await on_envelope(key, orjson.loads(record.value), record.value)
+        except Exception as exc:  # a bug must not stop the stream or lose the event
+            await relay.internal_error("identity", record, exc)
 
 
 def consent_view(consent: dict) -> dict:

@@ -21,24 +21,30 @@ def install(relay: Relay) -> None:
     topics = [t for t in TOPIC_SOURCES if t in relay.catalog]
     ingress = app.topic(*topics, key_serializer="raw", value_serializer="raw")
 
-    async def normalize_one(event) -> None:
-        msg = event.message
-        origin = origin_of(msg.topic, msg.partition, msg.offset)
+    async def normalize_one(record) -> None:
+        origin = origin_of(record.topic, record.partition, record.offset)
         logs.bind_event(origin=origin)
-        metrics.CONSUMED.labels(msg.topic).inc()
-        headers = list(msg.headers or [])
+        metrics.CONSUMED.labels(record.topic).inc()
+        headers = list(record.headers or [])
         resend = next((v.decode() for k, v in headers if k == RESEND_HEADER and v), None)
         try:
-            envelopes = normalize_record(msg.topic, event.value, dict(headers), settings)
+            envelopes = normalize_record(record.topic, record.value, dict(headers), settings)
         except Rejected as exc:
-            metrics.INGRESS_DLQ.labels(TOPIC_SOURCES.get(msg.topic, ""), exc.code).inc()
-            log.info("ingress.rejected", topic=msg.topic, reason=exc.code)
-            await relay.send("ingress.dlq", event.key, ingress_dead_letter(
-                exc, msg.topic, msg.partition, msg.offset, event.key, event.value, headers))
+            metrics.INGRESS_DLQ.labels(TOPIC_SOURCES.get(record.topic, ""), exc.code).inc()
+            log.info("ingress.rejected", topic=record.topic, reason=exc.code)
+            await relay.send("ingress.dlq", record.key, ingress_dead_letter(
+                exc, record.topic, record.partition, record.offset, record.key, record.value,
+                headers))
             await relay.emit("ingress", "dead_lettered", origin=origin, reason=exc.code)
             return
         for env in envelopes:
             env["trace"]["origin"] = origin
+        for tap in relay.ingress_taps.get(record.topic, ()):
+            try:
+                await tap(envelopes)
+            except Exception as exc:  # a tap's bug must not cost the record its main path
+                log.warning("ingress.tap_error", topic=record.topic, error=type(exc).__name__)
+        for env in envelopes:
             logs.bind_event(env)
             if resend:
                 env["trace"]["resend"] = resend
@@ -50,10 +56,11 @@ def install(relay: Relay) -> None:
         await relay.emit("ingress", "normalized", origin=origin,
                          event_ids=[e["event_id"] for e in envelopes])
 
-    @app.agent(ingress, name="ingress")
-    async def ingress_agent(stream):
-        async for event in stream.events():
-            try:
-                await normalize_one(event)
-            except Exception as exc:  # a bug must not stop the stream or lose the record
-                await relay.internal_error("ingress", event, exc)
+    @relay.batch_agent(ingress, name="ingress")
+    async def ingress_agent(batches):
+        async for batch in batches:
+            for _part, record in batch.records():
+                try:
+                    await normalize_one(record)
+                except Exception as exc:  # a bug must not stop the stream or lose the record
+                    await relay.internal_error("ingress", record, exc)

@@ -17,7 +17,7 @@ import orjson
 import structlog
 
 from app import logs, metrics
-from app.agents.context import Relay
+from app.agents.context import Relay, bind_event
 from app.agents.identity import OP, header
 from app.agents.screen import apply_signal_list, apply_signals, install_outcome_consent, screen
 from app.identity import profile as profiles
@@ -113,23 +113,29 @@ def install(relay: Relay) -> None:
 
     install_outcome_consent(relay)
 
-    @relay.app.agent(relay.topic("identity.profiles"), name="route")
-    async def route_agent(stream):
-        async for event in stream.events():
-            try:
-                key = (event.key or b"").decode()
-                op = header(event, OP)
-                if op is None:
-                    await on_event(key, event.value)
-                elif op == b"merge":
-                    await on_merge(key, orjson.loads(event.value)["into"])
-                elif op == b"absorb":
-                    await on_absorb(key, orjson.loads(event.value))
-                elif op == b"consent":
-                    await on_consent(key, orjson.loads(event.value))
-                else:  # anon: no identifiers to resolve
-                    env = orjson.loads(event.value)
-                    logs.bind_event(env)
-                    await deliver(relay, env)
-            except Exception as exc:  # a bug must not stop the stream or lose the event
-                await relay.internal_error("route", event, exc)
+    async def on_record(record) -> None:
+        try:
+            key = (record.key or b"").decode()
+            op = header(record, OP)
+            if op is None:
+                await on_event(key, record.value)
+            elif op == b"merge":
+                await on_merge(key, orjson.loads(record.value)["into"])
+            elif op == b"absorb":
+                await on_absorb(key, orjson.loads(record.value))
+            elif op == b"consent":
+                await on_consent(key, orjson.loads(record.value))
+            else:  # anon: no identifiers to resolve
+                env = orjson.loads(record.value)
+                logs.bind_event(env)
+                await deliver(relay, env)
+        except Exception as exc:  # a bug must not stop the stream or lose the event
+            await relay.internal_error("route", record, exc)
+
+    @relay.batch_agent(relay.topic("identity.profiles"), name="route")
+    async def route_agent(batches):
+        async for batch in batches:
+            for part in batch.parts:
+                bind_event(part.event)
+                for record in part.records:
+                    await on_record(record)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
 
 SENDING = "sending"
 PREFIX = "sending|"  # delivery ids are "<destination>:<action>:<event id>": no clash
@@ -36,8 +37,9 @@ def intent_key(topic: str, partition: int) -> str:
 class Intents:
     """Reads and writes the per-partition entries of one sink's ledger."""
 
-    def __init__(self, ledger: MutableMapping):
+    def __init__(self, ledger: MutableMapping, put: Callable[[str, Any], Any] | None = None):
         self.ledger = ledger
+        self.put = put or ledger.__setitem__  # how a mark is written (the sink waits for it)
         self._stamps = (f"{uuid.uuid4().hex[:12]}:{n}" for n in itertools.count())
         self._settled: dict[str, str] = {}  # key -> stamp of our entry whose deliveries all ended
 
@@ -56,9 +58,9 @@ class Intents:
             sending = set(ids)
             for delivery_id in before:
                 if delivery_id not in sending and self.ledger.get(delivery_id) is None:
-                    self.ledger[delivery_id] = {"status": SENDING, "at": now}
+                    self.put(delivery_id, {"status": SENDING, "at": now})
         stamp = next(self._stamps)
-        self.ledger[key] = {"ids": ids, "w": stamp, "at": now}
+        self.put(key, {"ids": ids, "w": stamp, "at": now})
         return stamp
 
     def settled(self, key: str, stamp: str) -> None:
