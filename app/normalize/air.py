@@ -36,6 +36,7 @@ from app.normalize.common import (
     dig,
     drop_empty,
     first,
+    is_mapping,
     iso_or_raw,
     number,
     snake_case,
@@ -162,7 +163,7 @@ class AirDoc:
     def __init__(self, doc: Mapping[str, Any], settings: Settings):
         self.doc = doc
         headers = parse_body(doc.get("headers"))  # seen as a JSON string in hand-made payloads
-        if not isinstance(headers, Mapping):
+        if not is_mapping(headers):
             raise Rejected("missing_field", "headers")
         self.headers = headers
         self.event_name = event_name_of(headers.get("eventName"))
@@ -180,7 +181,7 @@ class AirDoc:
         self.ops: list[Op] = []
         for item in as_list(parse_body(doc.get("atomicOperations"))):
             item = parse_body(item)
-            if not isinstance(item, Mapping):
+            if not is_mapping(item):
                 continue
             raw_type = text(first(item, "objectType", "object_type", "ObjectType")) or ""
             kind = object_type(raw_type)
@@ -240,12 +241,12 @@ class AirDoc:
         def take(raw: Any) -> None:
             if isinstance(raw, list):
                 for item in raw:
-                    if isinstance(item, Mapping):
+                    if is_mapping(item):
                         if "identities" in item and "type" not in item:
                             take(item.get("identities"))
                         else:
                             records.append(dict(item))
-            elif isinstance(raw, Mapping):
+            elif is_mapping(raw):
                 if "type" in raw and "value" in raw:
                     records.append(dict(raw))
                     return
@@ -255,14 +256,14 @@ class AirDoc:
                             records.append({"type": kind, "value": one})
 
         enrichment = self.enrichment
-        if isinstance(enrichment, Mapping):
+        if is_mapping(enrichment):
             for key, value in enrichment.items():
                 key_text = str(key)
                 if key_text.lower().startswith("walletentity_"):
                     wallet_keys.append(key_text.split("_", 1)[1])
                 if key_text == "identities":
                     take(value)
-                elif isinstance(value, Mapping):
+                elif is_mapping(value):
                     take(value.get("identities"))
                 elif isinstance(value, list):
                     take(value)
@@ -272,7 +273,7 @@ class AirDoc:
             take([value] if "type" in value else value.get("identities"))
         for body in self.bodies():
             take(body.get("identities"))
-            if isinstance(body.get("identity"), Mapping):
+            if is_mapping(body.get("identity")):
                 take([body["identity"]])
         return records, wallet_keys
 
@@ -346,7 +347,7 @@ class AirDoc:
         if not result:
             for body in self.bodies():
                 for value in as_list(body.get("accounts")):
-                    if isinstance(value, Mapping):
+                    if is_mapping(value):
                         result.append(account_of(value))
                 if result:
                     break
@@ -402,9 +403,9 @@ class AirDoc:
             "objects": unknown,
             "fields": fields,
             "headers": {k: v for k, v in self.headers.items()
-                        if k not in KNOWN_HEADERS and v not in EMPTY},
+                        if k not in KNOWN_HEADERS and (v or v not in EMPTY)},
             "document": {k: v for k, v in self.doc.items()
-                         if k not in KNOWN_DOCUMENT_KEYS and v not in EMPTY},
+                         if k not in KNOWN_DOCUMENT_KEYS and (v or v not in EMPTY)},
         })
 
     def trace(self) -> dict:
@@ -422,7 +423,13 @@ def event_name_of(raw: Any) -> str:
     """`tier.membership.move `, `TIER_MEMBERSHIP_MOVE` -> `TIER.MEMBERSHIP.MOVE`. Another
     separator is only swapped for dots when that makes a known name; otherwise the name is kept
     as sent (upper case) for `air.unmapped`."""
-    name = re.sub(r"\s+", "", text(raw) or "").upper()
+    return _event_name(text(raw) or "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _event_name(raw: str) -> str:
+    # Upstream sends a few dozen event names, each spelled one or two ways.
+    name = re.sub(r"\s+", "", raw).upper()
     if name in HANDLERS or name.startswith("WALLET.ACCOUNT.TRANSACTION."):
         return name
     dotted = re.sub(r"[_\-/:]+", ".", name)
@@ -437,14 +444,14 @@ def event_name_of(raw: Any) -> str:
 def unread_fields(object_type_: str, value: Mapping) -> dict:
     """The fields of a known entity that no handler reads (empty ones dropped)."""
     known = READ_FIELDS.get(object_type_, set())
-    if len(value) == 1 and "value" in value and not isinstance(value.get("value"), Mapping):
+    if len(value) == 1 and "value" in value and not is_mapping(value.get("value")):
         return {}  # a scalar objectValue wrapped by AirDoc
-    rest = {k: v for k, v in value.items() if k not in known and v not in EMPTY}
+    rest = {k: v for k, v in value.items() if k not in known and (v or v not in EMPTY)}
     if object_type_ == CONSUMER:
         data = parse_body(value.get("data"))
-        if isinstance(data, Mapping):
+        if is_mapping(data):
             rest.update({f"data.{k}": v for k, v in data.items()
-                         if k not in CONSUMER_DATA_FIELDS and v not in EMPTY})
+                         if k not in CONSUMER_DATA_FIELDS and (v or v not in EMPTY)})
     if rest:
         ident = first(value, "accountId", "accountTransactionId", "walletTransactionId",
                       "tierMembershipId", "consumerId", "identityId", "id")
@@ -453,14 +460,20 @@ def unread_fields(object_type_: str, value: Mapping) -> dict:
     return rest
 
 
+def upper_text(raw: Any) -> str | None:
+    """Trimmed upper-case text (`type`, `status`, `event` spellings); None when empty."""
+    value = text(raw)
+    return value.upper() if value else None
+
+
 def balances_of(raw: Any) -> dict:
-    if not isinstance(raw, Mapping):
+    if not is_mapping(raw):
         return {}
     return {k: v for k, v in snake_keys(raw).items() if v is not None}
 
 
 def current_balance(raw: Any) -> Any:
-    if isinstance(raw, Mapping):
+    if is_mapping(raw):
         for name in ("current", "available", "usable"):
             value = number(raw.get(name))
             if value is not None:
@@ -477,11 +490,11 @@ def account_of(value: Mapping) -> dict:
     objective_of = relationships.get("OBJECTIVE_OF") or relationships.get("objectiveOf")
     return drop_empty({
         "account_id": text(first(value, "accountId", "id")),
-        "type": (text(value.get("type")) or "").upper() or None,
+        "type": upper_text(value.get("type")),
         "client_type": text(value.get("clientType")),
-        "status": (text(value.get("status")) or "").upper() or None,
-        "state": (text(value.get("state")) or "").upper() or None,
-        "event": (text(value.get("event")) or "").upper() or None,
+        "status": upper_text(value.get("status")),
+        "state": upper_text(value.get("state")),
+        "event": upper_text(value.get("event")),
         "campaign_id": text(value.get("campaignId")),
         "balances": balances_of(value.get("balances")),
         "start_date": iso_or_raw(dig(value, "dates", "start")),
@@ -496,7 +509,7 @@ def transaction_of(value: Mapping) -> dict:
         "accountId", "type", "clientType", "status", "campaignId", "balances")}
     return drop_empty({
         "transaction_id": text(first(value, "accountTransactionId", "transactionId", "id")),
-        "event": (text(value.get("event")) or "").upper() or None,
+        "event": upper_text(value.get("event")),
         "value": number(value.get("value")),
         "account": account_of(account),
         "balances_before": balances_of(value.get("balancesBefore")),
@@ -548,10 +561,10 @@ def consumer_contacts(consumer: Mapping) -> list[dict]:
     data = data if isinstance(data, dict) else {}
     raw = first(data, "contact", "contacts", default=[])
     items: list[dict] = []
-    if isinstance(raw, Mapping):
+    if is_mapping(raw):
         raw = [{"type": k, "value": v} for k, v in raw.items()]
     for item in as_list(raw):
-        if not isinstance(item, Mapping):
+        if not is_mapping(item):
             continue
         kind = (text(item.get("type")) or "").lower()
         value = text(item.get("value"))
@@ -572,15 +585,15 @@ def consumer_contacts(consumer: Mapping) -> list[dict]:
 def communication_optins(data: Mapping) -> Iterator[tuple[Mapping, Any]]:
     """(entry, its opt-in: a flag map or one flag) for each `communication[]` entry."""
     raw = first(data, "communication", "communications", "optin", default=[])
-    for item in as_list(raw) if not isinstance(raw, Mapping) else [raw]:
-        if isinstance(item, Mapping):
+    for item in as_list(raw) if not is_mapping(raw) else [raw]:
+        if is_mapping(item):
             yield item, item.get("optin", item)
 
 
 def marketing_optin(data: Mapping) -> bool | None:
     found: bool | None = None
     for _item, optin in communication_optins(data):
-        if isinstance(optin, Mapping):
+        if is_mapping(optin):
             value = boolean(first(optin, "marketing", "MARKETING", "email", "sms"))
         else:
             value = boolean(optin)
@@ -600,7 +613,7 @@ def channel_optins(data: Mapping) -> dict[str, bool]:
     entries disagree the opt-out wins, the safe reading."""
     found: dict[str, bool] = {}
     for item, optin in communication_optins(data):
-        if isinstance(optin, Mapping):
+        if is_mapping(optin):
             pairs = [(snake_case(k), boolean(v)) for k, v in optin.items()]
         else:
             pairs = [(snake_case(first(item, "channel", "type", "name")) or "marketing",
@@ -661,7 +674,7 @@ def consumer_attributes(consumer: Mapping) -> dict:
 
 
 def tier_id(raw: Any) -> str | None:
-    if isinstance(raw, Mapping):
+    if is_mapping(raw):
         raw = first(raw, "tierId", "id")
     return text(raw)
 
@@ -748,7 +761,7 @@ def camel_to_snake(key: Any) -> str:
 
 
 def money_total(raw: Any) -> Any:
-    if isinstance(raw, Mapping):
+    if is_mapping(raw):
         values = [number(v) for v in raw.values()]
         values = [v for v in values if v is not None]
         return sum(values) if values else None
@@ -762,7 +775,7 @@ def pos_facts(doc: AirDoc) -> dict:
     if not isinstance(basket, dict) or not basket:  # POS Connect request body as a fallback
         basket = parse_body(first(request, "basket", default=None))
     basket = basket if isinstance(basket, dict) else {}
-    lines = [basket_line(x) for x in as_list(basket.get("contents")) if isinstance(x, Mapping)]
+    lines = [basket_line(x) for x in as_list(basket.get("contents")) if is_mapping(x)]
     summary = as_dict(basket.get("summary"))
     basket_value = number(first(summary, "totalBasketValue", "totalBasketValueAfterDiscount",
                                 "totalValue", "total"))
@@ -788,8 +801,8 @@ def pos_facts(doc: AirDoc) -> dict:
         "transaction_id": text(first(wallet_txn, "walletTransactionId", "transactionId", "id")),
         "reference": text(wallet_txn.get("reference"))
         or text(dig(doc.request_body, "walletTransaction", "reference")),
-        "transaction_type": (text(wallet_txn.get("type")) or "").upper() or None,
-        "status": (text(wallet_txn.get("status")) or "").upper() or None,
+        "transaction_type": upper_text(wallet_txn.get("type")),
+        "status": upper_text(wallet_txn.get("status")),
         "store_id": text(first(location, "storeId", "incomingIdentifier")),
         "store_parent_id": text(first(location, "storeParentId", "parentIncomingIdentifier")),
         "phase": text(first(wallet_txn, "phase", "fulfilmentPhase")),
@@ -826,8 +839,8 @@ def wallet_created(doc: AirDoc) -> Result:
     wallet = doc.last(WALLET)
     payload = drop_empty({
         "wallet_id": doc.wallet_id,
-        "wallet_type": (text(wallet.get("type")) or "").upper() or None,
-        "status": (text(wallet.get("status")) or "").upper() or None,
+        "wallet_type": upper_text(wallet.get("type")),
+        "status": upper_text(wallet.get("status")),
         "identity_types": doc.identity_types,
     })
     return "loyalty.wallet.created", payload, {}
@@ -840,7 +853,7 @@ def programme_joined(doc: AirDoc) -> Result:
     consumer_raw = doc.last(CONSUMER)
     if not consumer_raw:
         for body in doc.bodies():
-            if isinstance(body.get("consumer"), Mapping):
+            if is_mapping(body.get("consumer")):
                 consumer_raw = body["consumer"]
                 break
     consumer = consumer_of(consumer_raw, doc.ids) if consumer_raw else {}
@@ -977,7 +990,7 @@ def action_fired(doc: AirDoc) -> Result:
     wallet_txn = doc.last(WALLET_TXN)
     triggers = as_list(body.get("triggers")) or as_list(wallet_txn.get("triggers"))
     references = [text(t.get("reference")) for t in triggers
-                  if isinstance(t, Mapping) and text(t.get("reference"))]
+                  if is_mapping(t) and text(t.get("reference"))]
     txns = doc.transactions()
     accounts = doc.accounts()
     points = [t.get("value") for t in txns if dig(t, "account", "type") == "POINTS"
@@ -1167,7 +1180,7 @@ def _derived_points(doc: AirDoc, main_type: str, trace: dict) -> list[dict]:
 
 
 def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> list[dict]:
-    if not isinstance(value, Mapping):
+    if not is_mapping(value):
         raise Rejected("not_an_object", "AIR event must be a JSON object")
     doc = AirDoc(value, settings)
     kind, payload, attributes = handler_for(doc.event_name)(doc)

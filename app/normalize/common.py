@@ -24,10 +24,13 @@ _NON_WORD = re.compile(r"[^0-9a-zA-Z]+")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 EMPTY = (None, "", [], {})
+# Hot paths write `v not in EMPTY` as `v or v not in EMPTY`: a truthy JSON value is never one of
+# EMPTY, so the four comparisons are only made for falsy values.
 
 # Types that are never a Mapping: `isinstance(x, Mapping)` goes through ABCMeta (~150 ns a call)
 # while the values seen here are nearly always plain dicts or JSON scalars.
 _NOT_MAPPINGS = frozenset({str, int, float, bool, type(None), list})
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def is_mapping(value: Any) -> bool:
@@ -87,7 +90,7 @@ def first(doc: Any, *names: str, default: Any = None) -> Any:
         return default
     for name in names:
         value = doc.get(name)
-        if value not in EMPTY:
+        if value or value not in EMPTY:
             return value
     return default
 
@@ -201,7 +204,7 @@ def iso_or_raw(raw: Any) -> Any:
     return utc_iso(when) if when else raw
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=1024)
 def _iso_of_text(raw: str) -> str | None:
     # Entity dates (starts, expiries) repeat across documents; the string is all it depends on.
     when = time_or_none(raw)
@@ -218,7 +221,8 @@ def snake_keys(doc: Any) -> Any:
     """Recursively rename dict keys to snake_case (values untouched)."""
     kind = type(doc)
     if kind is dict or (kind not in _NOT_MAPPINGS and isinstance(doc, Mapping)):
-        return {key_name(k): snake_keys(v) for k, v in doc.items()}
+        # Scalar values (most of them) are kept without a call.
+        return {key_name(k): v if type(v) in _SCALARS else snake_keys(v) for k, v in doc.items()}
     if kind is list or (kind not in _NOT_MAPPINGS and isinstance(doc, list)):
         return [snake_keys(v) for v in doc]
     return doc
@@ -308,7 +312,7 @@ class AliasTable:
         spellings = self.spellings
         for name, value in doc.items():
             places = spellings.get(name)
-            if places is None or value in EMPTY or isinstance(value, (dict, list)):
+            if places is None or (not value and value in EMPTY) or isinstance(value, (dict, list)):
                 continue
             for index, rank in places:
                 if index not in best or rank < best[index][0]:
@@ -346,7 +350,7 @@ class Identities:
         self.rejected: list[str] = []
 
     def add(self, kind: str, raw: Any, *, required: bool = False) -> str | None:
-        if raw in EMPTY or isinstance(raw, (dict, list)):
+        if (not raw and raw in EMPTY) or isinstance(raw, (dict, list)):
             return None
         if kind == "email":
             value = clean_email(raw)
@@ -397,7 +401,7 @@ def source_id_of(doc: Mapping[str, Any], *names: str, field: str) -> str:
 
 
 def drop_empty(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if v not in EMPTY}
+    return {k: v for k, v in doc.items() if v or v not in EMPTY}
 
 
 TIME_FIELDS = ("occurred_at", "occurredAt", "timestamp", "time", "event_time", "eventTime",

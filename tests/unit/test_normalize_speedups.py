@@ -6,11 +6,20 @@ import random
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from app.envelope import EVENT_NAMESPACE, Rejected, _parse_time_text, event_id_for, parse_time
-from app.normalize import common
+from app.envelope import (
+    EVENT_NAMESPACE,
+    Rejected,
+    _parse_time_text,
+    _utc_iso,
+    event_id_for,
+    parse_time,
+    utc_iso,
+)
+from app.normalize import air, common
 
 SOURCE_IDS = ["", "a90538a8-bdde-4351-9848-2f80437be438", "C100017/points/EARN", "ünïcødé 漢字",
               "x" * 500, "message.first_open:1:U123"]
@@ -134,3 +143,26 @@ def test_alias_table_reads_what_every_spelling_read():
         plain_add_from(plain, doc, aliases, keep_unknown=keep_unknown)
         assert list(fast.ids.items()) == list(plain.ids.items())
         assert fast.rejected == plain.rejected
+
+
+@pytest.mark.parametrize("value", SCALARS + [[None], {"": None}, "0", -0.0, float("nan")])
+def test_truthy_json_values_are_never_empty(value):
+    """The shortcut `v or v not in EMPTY` used by the hot helpers."""
+    assert bool(value or value not in common.EMPTY) is (value not in common.EMPTY)
+    assert common.drop_empty({"k": value}) == ({} if value in common.EMPTY else {"k": value})
+
+
+@pytest.mark.parametrize("raw", [None, "", "  ", " points ", "Ecoupon", "ß", 5, 2.0, True, [], {}])
+def test_upper_text(raw):
+    assert air.upper_text(raw) == ((common.text(raw) or "").upper() or None)
+
+
+def test_utc_iso_cache_gives_the_plain_format():
+    zone = timezone(timedelta(hours=8))
+    moments = [datetime(2026, 11, 20, 9, 0, 0, 123456, tzinfo=UTC),
+               datetime(2026, 11, 20, 9, 0, 0, 123456),
+               datetime(2026, 11, 20, 17, 0, 0, 123456, tzinfo=zone),
+               datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999)]
+    for when in moments * 2:
+        assert utc_iso(when) == _utc_iso(when)
+    assert utc_iso(moments[2]) == utc_iso(moments[0]) == "2026-11-20T09:00:00.123Z"
