@@ -138,7 +138,8 @@ def make_envelope(
     if not source_id:
         raise Rejected("missing_field", "no source id to derive the event id from")
     when = parse_time(occurred_at) if isinstance(occurred_at, str) else occurred_at
-    ids = {k: v for k, v in (identities or {}).items() if v not in (None, "", [], {})}
+    # `v or ...`: a truthy identifier is never empty, only falsy ones need the comparisons.
+    ids = {k: v for k, v in (identities or {}).items() if v or v not in (None, "", [], {})}
     return {
         "event_id": event_id_for(source, source_id),
         "type": type,

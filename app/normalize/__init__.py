@@ -17,6 +17,7 @@ import orjson
 from app.config import Settings
 from app.envelope import Rejected
 from app.normalize import air, annex, audience, identity, journey, maac, sessionm
+from app.normalize.common import is_mapping
 
 Normalizer = Callable[[Any, Mapping[str, str], Settings], list[dict]]
 
@@ -28,7 +29,7 @@ def _guarded(fn: Normalizer) -> Normalizer:
 
     @functools.wraps(fn)
     def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> list[dict]:
-        if not isinstance(value, Mapping):
+        if not is_mapping(value):
             raise Rejected("not_an_object", "value must be a JSON object")
         try:
             return fn(value, headers or {}, settings)

@@ -20,9 +20,11 @@ from app.config import Settings
 from app.envelope import Rejected, make_envelope
 from app.normalize.common import (
     ID_ALIASES,
+    alias_table,
     customer_identities,
     drop_empty,
     first,
+    is_mapping,
     number,
     occurred_at_of,
     snake_case,
@@ -40,6 +42,7 @@ UNSUBSCRIBE = {"subscription_opt_out", "subscription_optout", "unsubscribe", "un
 
 MEMBER_ALIASES = {"annex_member_id": ("member_id", "memberId", "annex_member_id", "user_id",
                                       "userId")}
+MEMBER_IDS = alias_table(MEMBER_ALIASES)
 
 KNOWN = {"action_id", "actionId", "id", "action_type", "actionType", "type", "action", "member",
          "customer", "user", "points", "points_balance", "pointsBalance", "balance", "reward",
@@ -48,7 +51,7 @@ KNOWN = {"action_id", "actionId", "id", "action_type", "actionType", "type", "ac
 
 
 def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> list[dict]:
-    if not isinstance(value, Mapping):
+    if not is_mapping(value):
         raise Rejected("not_an_object", "loyalty action must be a JSON object")
     source_id = source_id_of(value, "action_id", "actionId", "id", "event_id", field="action_id")
     action = snake_case(first(value, "action_type", "actionType", "type", "action"))
@@ -56,10 +59,10 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
         raise Rejected("missing_field", "action_type")
     occurred = occurred_at_of(value)
     member = first(value, "member", "customer", "user", default={})
-    member = member if isinstance(member, Mapping) else {}
+    member = member if is_mapping(member) else {}
     subscription = action in SUBSCRIBE or action in UNSUBSCRIBE
     ids = customer_identities(value, settings.default_region, "member", "customer", "user",
-                              aliases=MEMBER_ALIASES)
+                              aliases=MEMBER_IDS)
     if subscription and "phone" not in ids.ids and "email" not in ids.ids:
         if ids.rejected and "phone: invalid" in ids.rejected:
             raise Rejected("invalid_value", "phone is not a valid number")
@@ -70,7 +73,7 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
         "action_type": action,
         "points": number(value.get("points")),
         "points_balance": number(first(value, "points_balance", "pointsBalance", "balance")),
-        "reward": snake_keys(value.get("reward")) if isinstance(value.get("reward"), Mapping)
+        "reward": snake_keys(value.get("reward")) if is_mapping(value.get("reward"))
         else text(value.get("reward")),
         "tier": text(value.get("tier")),
         "channel": channel.lower() if channel else None,

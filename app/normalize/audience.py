@@ -20,10 +20,12 @@ from typing import Any
 from app.config import Settings
 from app.envelope import Rejected, make_envelope, utc_iso
 from app.normalize.common import (
+    alias_table,
     content_id,
     customer_identities,
     drop_empty,
     first,
+    is_mapping,
     occurred_at_of,
     snake_case,
     text,
@@ -34,10 +36,17 @@ SOURCE = "audience"
 ENTER = {"entered", "enter", "added", "add", "join", "joined", "in", "true"}
 EXIT = {"exited", "exit", "removed", "remove", "leave", "left", "out", "false"}
 PLATFORMS = {"braze", "insider", "sessionm", "attentive", "maac"}
+# A platform's own spellings of its user id, read before the shared ones.
+PLATFORM_ALIASES = {
+    "braze": {"braze_external_id": ("external_id", "externalId", "external_user_id")},
+    "insider": {"insider_uuid": ("uuid", "user_id", "userId")},
+    "sessionm": {"sessionm_user_id": ("user_id", "userId")},
+}
+_PLATFORM_IDS = {platform: alias_table(aliases) for platform, aliases in PLATFORM_ALIASES.items()}
 
 
 def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> list[dict]:
-    if not isinstance(value, Mapping):
+    if not is_mapping(value):
         raise Rejected("not_an_object", "audience membership must be a JSON object")
     raw_action = first(value, "action", "change", "event", "membership", "status")
     if isinstance(raw_action, bool):
@@ -52,7 +61,7 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
     else:
         raise Rejected("invalid_value", "action must be entered or exited")
     audience_raw = first(value, "audience", "segment")
-    if isinstance(audience_raw, Mapping):
+    if is_mapping(audience_raw):
         audience = drop_empty({"id": text(first(audience_raw, "id", "audience_id", "segment_id")),
                                "name": text(first(audience_raw, "name", "audience_name",
                                                   "segment_name"))})
@@ -66,15 +75,8 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
         raise Rejected("missing_field", "audience.id")
     platform = snake_case(first(value, "platform", "source", default="other")) or "other"
     platform = platform if platform in PLATFORMS else "other"
-    aliases: dict[str, tuple[str, ...]] = {}
-    if platform == "braze":
-        aliases["braze_external_id"] = ("external_id", "externalId", "external_user_id")
-    elif platform == "insider":
-        aliases["insider_uuid"] = ("uuid", "user_id", "userId")
-    elif platform == "sessionm":
-        aliases["sessionm_user_id"] = ("user_id", "userId")
     ids = customer_identities(value, settings.default_region, "customer", "user", "identifiers",
-                              aliases=aliases)
+                              aliases=_PLATFORM_IDS.get(platform))
     if not ids.ids:
         if ids.rejected:
             raise Rejected("invalid_value", "phone is not a valid number")

@@ -315,16 +315,22 @@ class AliasTable:
             if places is None or (not value and value in EMPTY) or isinstance(value, (dict, list)):
                 continue
             for index, rank in places:
-                if index not in best or rank < best[index][0]:
+                held = best.get(index)
+                if held is None or rank < held[0]:
                     best[index] = (rank, value)
-        return [(self.kinds[index], best[index][1]) for index in sorted(best)]
+        kinds = self.kinds
+        return [(kinds[index], best[index][1]) for index in sorted(best)]
 
 
 DEFAULT_ALIASES = AliasTable(ID_ALIASES)
+Aliases = Mapping[str, Iterable[str]] | AliasTable | None
 
 
-def alias_table(aliases: Mapping[str, Iterable[str]] | None) -> AliasTable:
-    """ID_ALIASES with a source's own spellings in front (new types after the known ones)."""
+def alias_table(aliases: Aliases) -> AliasTable:
+    """ID_ALIASES with a source's own spellings in front (new types after the known ones).
+    Sources build theirs once, at import."""
+    if isinstance(aliases, AliasTable):
+        return aliases
     if not aliases:
         return DEFAULT_ALIASES
     return _alias_table(tuple((kind, tuple(names)) for kind, names in aliases.items()))
@@ -372,8 +378,7 @@ class Identities:
         if note not in self.rejected:
             self.rejected.append(note)
 
-    def add_from(self, doc: Any, aliases: Mapping[str, Iterable[str]] | None = None,
-                 *, keep_unknown: bool = False) -> None:
+    def add_from(self, doc: Any, aliases: Aliases = None, *, keep_unknown: bool = False) -> None:
         """Read every known spelling of every identity type out of a flat dict."""
         if not is_mapping(doc):
             return
@@ -401,7 +406,11 @@ def source_id_of(doc: Mapping[str, Any], *names: str, field: str) -> str:
 
 
 def drop_empty(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if v or v not in EMPTY}
+    kept = {}
+    for key, value in doc.items():  # a loop: on 3.11 a comprehension is one more call
+        if value or value not in EMPTY:
+            kept[key] = value
+    return kept
 
 
 TIME_FIELDS = ("occurred_at", "occurredAt", "timestamp", "time", "event_time", "eventTime",
@@ -415,13 +424,13 @@ def occurred_at_of(doc: Mapping[str, Any], *extra: str) -> datetime:
 
 
 def customer_identities(doc: Mapping[str, Any], region: str, *blocks: str,
-                        aliases: Mapping[str, Iterable[str]] | None = None,
-                        keep_unknown: bool = False) -> Identities:
+                        aliases: Aliases = None, keep_unknown: bool = False) -> Identities:
     """Identities from a nested block (`customer{...}`, `member{...}`) and from flat fields."""
     ids = Identities(region)
+    table = alias_table(aliases)
     for name in blocks or ("customer", "member", "user", "identifiers", "identities"):
         block = doc.get(name)
         if is_mapping(block):
-            ids.add_from(block, aliases, keep_unknown=keep_unknown)
-    ids.add_from(doc, aliases)
+            ids.add_from(block, table, keep_unknown=keep_unknown)
+    ids.add_from(doc, table)
     return ids

@@ -25,6 +25,7 @@ from app.normalize.common import (
     customer_identities,
     drop_empty,
     first,
+    is_mapping,
     occurred_at_of,
     snake_case,
     text,
@@ -37,7 +38,7 @@ def flatten(doc: Mapping[str, Any], prefix: str = "", depth: int = 0) -> dict[st
     flat: dict[str, Any] = {}
     for key, value in doc.items():
         name = f"{prefix}{snake_case(key) or key}"
-        if isinstance(value, Mapping) and depth < 2:
+        if is_mapping(value) and depth < 2:
             flat.update(flatten(value, f"{name}_", depth + 1))
         elif value is not None:
             flat[name] = value
@@ -46,16 +47,16 @@ def flatten(doc: Mapping[str, Any], prefix: str = "", depth: int = 0) -> dict[st
 
 def consents_of(raw: Any) -> dict[str, bool]:
     consents: dict[str, bool] = {}
-    if isinstance(raw, Mapping):
+    if is_mapping(raw):
         for channel, value in raw.items():
-            if isinstance(value, Mapping):
+            if is_mapping(value):
                 value = first(value, "granted", "optin", "opt_in", "status", "value")
             flag = boolean(value)
             if flag is not None:
                 consents[snake_case(channel)] = flag
     elif isinstance(raw, list):
         for item in raw:
-            if isinstance(item, Mapping):
+            if is_mapping(item):
                 channel = snake_case(first(item, "channel", "type", "name"))
                 flag = boolean(first(item, "granted", "optin", "opt_in", "status", "value"))
                 if channel and flag is not None:
@@ -64,7 +65,7 @@ def consents_of(raw: Any) -> dict[str, bool]:
 
 
 def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> list[dict]:
-    if not isinstance(value, Mapping):
+    if not is_mapping(value):
         raise Rejected("not_an_object", "identity update must be a JSON object")
     ids = customer_identities(value, settings.default_region, "identifiers", "identities",
                               keep_unknown=True)
@@ -80,7 +81,7 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
         source_id = "content:" + content_id(crm, sorted(ids.ids.items()), utc_iso(occurred),
                                             value.get("attributes"))
     raw_attributes = first(value, "attributes", "profile", "traits", default={})
-    attributes = flatten(raw_attributes) if isinstance(raw_attributes, Mapping) else {}
+    attributes = flatten(raw_attributes) if is_mapping(raw_attributes) else {}
     attributes = {k: v for k, v in attributes.items() if v not in EMPTY}
     consents = consents_of(first(value, "consents", "consent", "optins"))
     for channel, flag in consents.items():

@@ -23,6 +23,7 @@ from app.normalize.common import (
     customer_identities,
     drop_empty,
     first,
+    is_mapping,
     number,
     occurred_at_of,
     snake_case,
@@ -35,7 +36,7 @@ SOURCE = "journey"
 
 def _named(doc: Mapping[str, Any], block: str, *flat: str) -> dict:
     raw = doc.get(block)
-    if isinstance(raw, Mapping):
+    if is_mapping(raw):
         return drop_empty({"id": text(first(raw, "id", f"{block}_id", f"{block}Id")),
                            "name": text(first(raw, "name", f"{block}_name", f"{block}Name"))})
     if isinstance(raw, str):
@@ -44,7 +45,7 @@ def _named(doc: Mapping[str, Any], block: str, *flat: str) -> dict:
 
 
 def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> list[dict]:
-    if not isinstance(value, Mapping):
+    if not is_mapping(value):
         raise Rejected("not_an_object", "journey trigger must be a JSON object")
     source_id = source_id_of(value, "trigger_id", "triggerId", "id", "event_id", "eventId",
                              field="trigger_id")
@@ -64,7 +65,7 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
         value, "maac_event_name", "maacEventName")
     variables = first(value, "variables", "vars", "template_variables", "templateVariables",
                       default={})
-    if not isinstance(variables, Mapping):
+    if not is_mapping(variables):
         raise Rejected("invalid_value", "variables must be an object")
     stale = number(first(value, "stale_after_s", "staleAfterS", "stale_after"))
     payload = {

@@ -26,6 +26,7 @@ from app.normalize.common import (
     drop_empty,
     first,
     header,
+    is_mapping,
     number,
     require_time,
     text,
@@ -49,13 +50,13 @@ def _line_ids(data: Mapping[str, Any], settings: Settings) -> Identities:
 
 
 def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> list[dict]:
-    if not isinstance(value, Mapping):
+    if not is_mapping(value):
         raise Rejected("not_an_object", "MAAC record must be a JSON object")
     topic = text(first(value, "topic", "event", "type"))
     if not topic:
         raise Rejected("missing_field", "topic")
     data = value.get("data")
-    if not isinstance(data, Mapping):
+    if not is_mapping(data):
         raise Rejected("missing_field", "data")
     key = header(headers, IDEMPOTENCY_HEADER) or text(
         first(value, "idempotency_key", "idempotencyKey"))

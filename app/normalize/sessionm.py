@@ -22,11 +22,13 @@ from typing import Any
 from app.config import Settings
 from app.envelope import Rejected, make_envelope
 from app.normalize.common import (
+    alias_table,
     as_dict,
     boolean,
     customer_identities,
     drop_empty,
     first,
+    is_mapping,
     iso_or_raw,
     number,
     occurred_at_of,
@@ -49,17 +51,18 @@ ALIASES = {
     "sessionm_user_id": ("user_id", "userId", "sessionm_user_id"),
     "customer_id": ("external_id", "externalId", "customer_id", "customerId"),
 }
+IDS = alias_table(ALIASES)
 
 
 def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> list[dict]:
-    if not isinstance(value, Mapping):
+    if not is_mapping(value):
         raise Rejected("not_an_object", "SessionM message must be a JSON object")
     source_id = source_id_of(value, "message_id", "messageId", "id", "event_id",
                              field="message_id")
     raw_kind = snake_case(first(value, "kind", "type", "message_type", "messageType"))
     if not raw_kind:
-        raw_kind = ("offer_issued" if isinstance(value.get("offer"), Mapping) else
-                    "points_awarded" if isinstance(value.get("points"), Mapping) else "")
+        raw_kind = ("offer_issued" if is_mapping(value.get("offer")) else
+                    "points_awarded" if is_mapping(value.get("points")) else "")
     kind = KINDS.get(raw_kind)
     if not kind:
         raise Rejected("unsupported" if raw_kind else "missing_field",
@@ -67,7 +70,7 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
                        if raw_kind else "kind")
     occurred = occurred_at_of(value)
     ids = customer_identities(value, settings.default_region, "customer", "user",
-                              aliases=ALIASES)
+                              aliases=IDS)
     broadcast = bool(boolean(value.get("broadcast")))
     offer_raw = as_dict(value.get("offer"))
     offer = drop_empty({
@@ -82,7 +85,7 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
                                             "expires_at")),
     })
     points_raw = value.get("points")
-    points_raw = points_raw if isinstance(points_raw, Mapping) else {"amount": points_raw}
+    points_raw = points_raw if is_mapping(points_raw) else {"amount": points_raw}
     points = drop_empty({
         "amount": number(first(points_raw, "amount", "points", "value")),
         "account_name": text(first(points_raw, "account_name", "accountName", "account")),
