@@ -95,8 +95,10 @@ class BatchAgent:
     """The queue between the fetch loop and one agent, and the agent's supervision."""
 
     def __init__(self, app: Any, name: str, topics: tuple[str, ...], handler: Handler,
-                 max_records: int = MAX_RECORDS, high_water: int = HIGH_WATER):
+                 max_records: int = MAX_RECORDS, high_water: int = HIGH_WATER,
+                 before_ack: Callable[[], Awaitable[None]] | None = None):
         self.app = app
+        self.before_ack = before_ack  # sends what the batch left buffered (app.bundles)
         self.name = name
         self.topics = topics
         self.handler = handler
@@ -194,6 +196,8 @@ class BatchAgent:
             if self.current is None:
                 self.current = await self.next_batch()
             yield self.current
+            if self.before_ack is not None:
+                await self.before_ack()
             self.ack(self.current)
             self.current = None
 
@@ -224,12 +228,19 @@ class BatchAgents:
         self.app = app
         self.per_record_sensors = per_record_sensors
         self.by_topic: dict[str, BatchAgent] = {}
+        # Awaited after each batch, before its acknowledgement (the relay sends its bundles).
+        self.before_ack: Callable[[], Awaitable[None]] | None = None
+
+    async def _before_ack(self) -> None:
+        if self.before_ack is not None:
+            await self.before_ack()
 
     def agent(self, topic: Any, name: str, **kwargs: Any) -> Callable[[Handler], Handler]:
         """Register `handler` for the topics of Faust `topic` (subscribed like an agent's)."""
         def register(handler: Handler) -> Handler:
             names = tuple(topic.topics)
-            agent = BatchAgent(self.app, name, names, handler, **kwargs)
+            agent = BatchAgent(self.app, name, names, handler, before_ack=self._before_ack,
+                               **kwargs)
             for one in names:
                 if one in self.by_topic:
                     raise ValueError(f"topic {one} already has batch agent "

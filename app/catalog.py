@@ -27,6 +27,7 @@ class TopicSpec:
     retention_ms: int | None
     schema: str | None
     source: str | None = None
+    bundled: bool = False  # items travel many to a record (app.bundles)
 
     @property
     def config(self) -> dict[str, str]:
@@ -64,6 +65,7 @@ def _load(path: str, default_partitions: int) -> dict[str, TopicSpec]:
             retention_ms=entry.get("retention_ms"),
             schema=entry.get("schema"),
             source=entry.get("source"),
+            bundled=bool(entry.get("bundled", False)),
         )
     return specs
 

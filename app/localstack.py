@@ -107,11 +107,14 @@ async def read_topic(bootstrap: str | list[str], topics: list[str],
                      stop: asyncio.Event | None = None,
                      idle_timeout_s: float | None = None) -> AsyncIterator[tuple[str, Any]]:
     """Yield (topic, parsed value) from the beginning of `topics` until `stop` is set or the
-    topics stay quiet for `idle_timeout_s`."""
+    topics stay quiet for `idle_timeout_s`; each item of a bundle (app.bundles) on its own."""
+    from app.bundles import docs
+
     async for topic, _key, value in read_raw(bootstrap, topics, idle_timeout_s, stop,
                                              only_existing=False):
         try:
-            yield topic, orjson.loads(value)
+            for doc in docs(value):
+                yield topic, doc
         except orjson.JSONDecodeError:
             yield topic, None
 

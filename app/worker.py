@@ -68,7 +68,8 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     app.relay = relay
     for stage in STAGES:
         stage.install(relay)
-    relay.install_outcome_writer()
+    relay.install_buffer_writers()
+    app.batch_agents.before_ack = relay.flush_buffers
     web.install(app, relay)
     heap.install(app)
     return app

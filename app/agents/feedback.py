@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import time
 
-import orjson
 import structlog
 
 from app import logs, metrics
@@ -117,17 +116,18 @@ def install(relay: Relay) -> None:
             batch = []
             for part, record in records.records():
                 bind_event(part.event)
-                try:
-                    planned = await plan_one(record, orjson.loads(record.value))
-                except Exception as exc:  # a bug must not stop the stream or lose the record
-                    await relay.internal_error("feedback", record, exc)
-                    continue
-                for delivery in planned:
-                    if delivery["destination"] == DESTINATION:
-                        batch.append((part.event, delivery))
-                    else:
-                        await relay.send(f"deliveries.{delivery['destination']}", record.key,
-                                         delivery)
+                for item in await relay.items_of("feedback", record):
+                    try:
+                        planned = await plan_one(item, item.doc)
+                    except Exception as exc:  # a bug must not stop the stream or lose the record
+                        await relay.internal_error("feedback", item, exc)
+                        continue
+                    for delivery in planned:
+                        if delivery["destination"] == DESTINATION:
+                            batch.append((part.event, delivery))
+                        else:
+                            await relay.send(f"deliveries.{delivery['destination']}", item.key,
+                                             delivery)
             if batch:
                 await settler.settle(batch)
 

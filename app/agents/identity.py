@@ -96,13 +96,12 @@ def install(relay: Relay) -> None:
         rest = orjson.loads(header(record, REST) or b"[]")
         await next_hop(rest, record.value, (header(record, ANCHOR) or key.encode()).decode())
 
-    async def on_bind(key: str, raw: bytes) -> None:
-        msg = orjson.loads(raw)
+    async def on_bind(key: str, msg: dict) -> None:
         kind, pid = msg["t"], msg["p"]
         decision = graph.bind(index.get(key), pid, unify=kind in unify,
                               limit=settings.ambiguous_key_limit, replaces=msg.get("r") or ())
         if decision.entry is not None:
-            index[key] = decision.entry.encode()
+            await relay.put(index, key, decision.entry.encode())
             metrics.IDENTITY_UPDATES.labels("index").inc()
         if decision.merge:
             loser, winner = decision.merge
@@ -126,22 +125,23 @@ def install(relay: Relay) -> None:
             for part in batch.parts:
                 bind_event(part.event)
                 for record in part.records:
-                    await on_record(record)
-                    if record.topic == shortcut.TOPIC:
+                    for item in await relay.items_of("identity", record):
+                        await on_record(item)
+                    if record.topic == shortcut.TOPIC:  # every item of the record is done
                         forwarder.gate.processed(record.partition, record.offset)
 
-    async def on_record(record) -> None:
+    async def on_record(item) -> None:
         try:
-            key = (record.key or b"").decode()
-            op = header(record, OP) if record.topic == "identity.claims" else None
+            key = (item.key or b"").decode()
+            op = header(item, OP) if item.topic == "identity.claims" else None
             if op == b"bind":
-                await on_bind(key, record.value)
+                await on_bind(key, item.doc)
             elif op == b"lookup":
-                await on_lookup(record, key)
+                await on_lookup(item, key)
             else:
-                await on_envelope(key, orjson.loads(record.value), record.value)
+                await on_envelope(key, item.doc)
         except Exception as exc:  # a bug must not stop the stream or lose the event
-            await relay.internal_error("identity", record, exc)
+            await relay.internal_error("identity", item, exc)
 
 
 def consent_view(consent: dict) -> dict:

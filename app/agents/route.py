@@ -54,12 +54,12 @@ def install(relay: Relay) -> None:
                          {"t": kind, "p": pid, "r": list(replaces), "e": event_id},
                          headers=[(OP, b"bind")])
 
-    async def on_event(pid: str, raw: bytes) -> None:
-        env = orjson.loads(raw)
+    async def on_event(pid: str, item) -> None:
+        env = item.doc
         logs.bind_event(env)
         prof = profiles.loads(table.get(pid))
         if prof is not None and "m" in prof:  # merged: the surviving profile takes it
-            await relay.send("identity.profiles", prof["m"], raw)
+            await relay.send("identity.profiles", prof["m"], item.value)
             return
         prof = prof or profiles.new_profile()
         attrs = env.get("attributes") if env.get("type") == "identity.updated" else None
@@ -70,7 +70,7 @@ def install(relay: Relay) -> None:
         history = prof.get("h")
         await deliver(relay, env, prof)
         if changed or prof.get("h") is not history:
-            table[pid] = profiles.dumps(prof)
+            await relay.put(table, pid, profiles.dumps(prof))
             metrics.IDENTITY_UPDATES.labels("profile").inc()
         for kind, value in new:
             await bind(kind, value, pid, env.get("event_id", ""))
@@ -83,7 +83,7 @@ def install(relay: Relay) -> None:
                 await relay.send("identity.profiles", high, {"into": low},
                                  headers=[(OP, b"merge")])
             return
-        table[loser] = orjson.dumps({"m": winner})
+        await relay.put(table, loser, orjson.dumps({"m": winner}))
         metrics.IDENTITY_MERGES.inc()
         log.info("identity.merged")
         if prof:
@@ -97,7 +97,8 @@ def install(relay: Relay) -> None:
             msg["via"].append(pid)
             await relay.send("identity.profiles", prof["m"], msg, headers=[(OP, b"absorb")])
             return
-        table[pid] = profiles.dumps(profiles.merge(prof or profiles.new_profile(), msg["profile"]))
+        await relay.put(table, pid, profiles.dumps(
+            profiles.merge(prof or profiles.new_profile(), msg["profile"])))
         replaces = [msg["from"], *msg["via"]]
         for kind, value in profiles.all_identifiers(msg["profile"]):
             await bind(kind, value, pid, "", replaces)
@@ -109,28 +110,27 @@ def install(relay: Relay) -> None:
             return
         prof = prof or profiles.new_profile()
         if apply_signal_list(prof, msg.get("signals") or []):
-            table[pid] = profiles.dumps(prof)
+            await relay.put(table, pid, profiles.dumps(prof))
 
     install_outcome_consent(relay)
 
-    async def on_record(record) -> None:
+    async def on_record(item) -> None:
         try:
-            key = (record.key or b"").decode()
-            op = header(record, OP)
+            key = (item.key or b"").decode()
+            op = header(item, OP)
             if op is None:
-                await on_event(key, record.value)
+                await on_event(key, item)
             elif op == b"merge":
-                await on_merge(key, orjson.loads(record.value)["into"])
+                await on_merge(key, item.doc["into"])
             elif op == b"absorb":
-                await on_absorb(key, orjson.loads(record.value))
+                await on_absorb(key, item.doc)
             elif op == b"consent":
-                await on_consent(key, orjson.loads(record.value))
+                await on_consent(key, item.doc)
             else:  # anon: no identifiers to resolve
-                env = orjson.loads(record.value)
-                logs.bind_event(env)
-                await deliver(relay, env)
+                logs.bind_event(item.doc)
+                await deliver(relay, item.doc)
         except Exception as exc:  # a bug must not stop the stream or lose the event
-            await relay.internal_error("route", record, exc)
+            await relay.internal_error("route", item, exc)
 
     @relay.batch_agent(relay.topic("identity.profiles"), name="route")
     async def route_agent(batches):
@@ -138,4 +138,5 @@ def install(relay: Relay) -> None:
             for part in batch.parts:
                 bind_event(part.event)
                 for record in part.records:
-                    await on_record(record)
+                    for item in await relay.items_of("route", record):
+                        await on_record(item)

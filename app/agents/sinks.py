@@ -21,9 +21,10 @@ import time
 from typing import Any
 
 import orjson
+from faust.streams import current_event
 
 from app import logs, metrics
-from app.agents.context import Relay, bind_event, durable_set
+from app.agents.context import Relay, bind_event
 from app.config import DESTINATIONS
 from app.delivery.core import AFTER_CRASH, AMBIGUOUS, PAUSED, TERMINAL, Deliverer, Outcome
 from app.delivery.intents import SENDING, Intents, intent_key
@@ -48,27 +49,34 @@ class Settler:
         self.deliverer = Deliverer(IMPLEMENTATIONS[dest], relay.settings, trace_ids=relay.trace_ids)
 
     def mark(self, key: str, value: dict) -> None:
-        """A write-ahead ledger entry, written like any table write, whose changelog record the
-        batch's request waits for (`marks_durable`)."""
-        self._marks.append(durable_set(self.ledger, key, value))
+        """A write-ahead ledger entry for this batch, written by `marks_durable` in the
+        partition of the current event."""
+        self._marks.append((current_event(), key, value))
 
     async def marks_durable(self) -> None:
-        """Wait until the broker has this batch's write-ahead records. Only these: a producer
-        flush waited for everything every stage had in flight (10-110 ms under load, measured),
-        and the records of one changelog partition are appended in the order they were sent, so
-        the outcomes of earlier batches are in before the marks."""
+        """Write the batch's write-ahead entries and wait until the broker has them. Only them:
+        a producer flush waited for everything every stage had in flight (10-110 ms under load,
+        measured), and the records of one changelog partition are appended in the order they
+        were sent, so the outcomes of earlier batches are in before the marks."""
         marks, self._marks = self._marks, []
-        if marks:
-            await asyncio.gather(*marks)
+        futures = []
+        for event, key, value in marks:
+            bind_event(event)
+            futures.append(await self.relay.put(self.ledger, key, value))
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def set_status(self, delivery_id: str, status: dict) -> None:
+        await self.relay.put(self.ledger, delivery_id, status)
 
     def _lane_key(self, delivery: dict) -> str:
         return f"{self.dest}|{delivery.get('customer_key') or ''}"
 
-    def _lane_add(self, delivery: dict, n: int) -> None:
+    async def _lane_add(self, delivery: dict, n: int) -> None:
         key = self._lane_key(delivery)
         count = max(0, (self.parked.get(key) or 0) + n)
         if count:
-            self.parked[key] = count
+            await self.relay.put(self.parked, key, count)
         elif self.parked.get(key) is not None:
             self.parked.pop(key, None)
 
@@ -98,7 +106,7 @@ class Settler:
             if delivery_id in event_of or settled:
                 metrics.LEDGER_HITS.labels(dest).inc()
                 if in_lane:
-                    self._lane_add(delivery, -1)
+                    await self._lane_add(delivery, -1)
                 await relay.emit("deliver", "duplicate_skipped", destination=dest,
                                  delivery_id=delivery_id, event_id=delivery["event_id"])
                 continue
@@ -152,8 +160,8 @@ class Settler:
         return stamps
 
     async def park(self, delivery: dict) -> None:
-        self._lane_add(delivery, +1)
-        self.ledger[delivery["delivery_id"]] = {"status": IN_LANE, "at": time.time()}
+        await self._lane_add(delivery, +1)
+        await self.set_status(delivery["delivery_id"], {"status": IN_LANE, "at": time.time()})
         await self.relay.send(f"deliveries.retry.{self.dest}", delivery.get("customer_key"),
                               {**delivery, "not_before": 0.0, "last_reason": PARKED_REASON})
         await self.relay.emit("deliver", "retrying", destination=self.dest,
@@ -165,10 +173,10 @@ class Settler:
         delivery, status = outcome.delivery, outcome.status
         logs.bind_event(delivery.get("envelope"), delivery_id=outcome.delivery_id, destination=dest)
         if status == "retry":
-            self.ledger[outcome.delivery_id] = {"status": IN_LANE, "at": time.time()}
+            await self.set_status(outcome.delivery_id, {"status": IN_LANE, "at": time.time()})
             if in_lane:
                 return  # the lane retries its head in place (see retry agent)
-            self._lane_add(delivery, +1)
+            await self._lane_add(delivery, +1)
             metrics.RETRIES.labels(dest, "topic").inc()
             await relay.send(f"deliveries.retry.{dest}", delivery.get("customer_key"),
                              next_attempt(delivery, relay.settings, outcome.reason,
@@ -191,10 +199,10 @@ class Settler:
                 delivery, outcome.reason, int(delivery.get("attempt", 0)) + outcome.attempts,
                 outcome.detail))
         if in_lane:
-            self._lane_add(delivery, -1)
+            await self._lane_add(delivery, -1)
         # An ambiguous item stays settled for replays; only `relay dlq redrive` sends it again.
         ledger_status = outcome.reason if outcome.reason in AMBIGUOUS else status
-        self.ledger[outcome.delivery_id] = {"status": ledger_status, "at": time.time()}
+        await self.set_status(outcome.delivery_id, {"status": ledger_status, "at": time.time()})
         metrics.OUTCOMES.labels(dest, delivery["action"], status).inc()
         age = event_age_s(delivery.get("envelope") or {})
         if status == "delivered" and age is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_topic_entry(name):
 
 
 def test_every_schema_file_is_valid_and_used():
-    used = {entry["schema"] for entry in CATALOG["topics"]}
+    used = {entry["schema"] for entry in CATALOG["topics"]} | {CATALOG["bundle_schema"]}
     for path in (TOPICS / "schemas").glob("*.json"):
         doc = json.loads(path.read_text())
         assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
@@ -121,3 +122,32 @@ def test_derived_records_match_their_schemas():
     outcomes.validate({"batch": [outcome, {**outcome, "status": "dead_lettered"}]})
     outcomes.validate(outcome)
     assert not outcomes.is_valid({"batch": [{"stage": "deliver"}]})  # no status, no time
+
+
+async def test_a_bundle_matches_the_bundle_schema_and_its_items_their_topic_schema():
+    import orjson
+
+    from app.bundles import Bundler, docs, items
+
+    sent = []
+
+    async def send(topic, partition, value):
+        sent.append((topic, partition, value))
+        return asyncio.get_running_loop().create_future()
+
+    [envelope] = normalize_bytes("maac", (FIXTURES / "maac" / "first_open.json").read_bytes(),
+                                 {}, SETTINGS)
+    bundler = Bundler(send, lambda topic, key: 0)
+    bundler.add("identity.profiles", b"p-1", orjson.dumps(envelope))
+    bundler.add("identity.profiles", b"p-1", orjson.dumps({"into": "p-0"}),
+                headers=[("relay-identity-op", b"merge")])
+    await bundler.flush()
+    [(topic, partition, value)] = sent
+    validator(CATALOG["bundle_schema"]).validate(orjson.loads(value))
+    item_schema = validator(BY_NAME[topic]["schema"])
+    assert [item_schema.is_valid(doc) for doc in docs(value)] == [True, True]
+    record = type("Record", (), {"topic": topic, "partition": 0, "offset": 9, "key": None,
+                                 "headers": [], "value": value})
+    merge = items(record)[1]
+    assert (merge.key, merge.headers, merge.doc) == (b"p-1", [("relay-identity-op", b"merge")],
+                                                    {"into": "p-0"})

@@ -1,12 +1,16 @@
-"""Outcomes go to relay.outcomes in batches, and always before the producer is flushed: Faust
-flushes before it commits offsets, so a committed event's outcomes are never left behind."""
+"""Outcomes go to relay.outcomes in batches, and bundled items in bundles, always before the
+producer is flushed: Faust flushes before it commits offsets, so what a committed event caused
+is never left behind."""
 
+import asyncio
 from types import SimpleNamespace
 
 import orjson
 
 from app.agents.context import OUTCOME_BATCH_MAX, Relay
+from app.catalog import load_catalog
 from app.config import load_settings
+from app.partitioner import RememberingPartitioner
 
 
 class Producer:
@@ -15,6 +19,9 @@ class Producer:
 
     async def send(self, topic, key, value, partition, timestamp, headers):
         self.calls.append(("send", topic, orjson.loads(value)))
+        acked = asyncio.get_running_loop().create_future()
+        acked.set_result(SimpleNamespace(topic=topic, partition=partition, offset=0))
+        return acked
 
     async def flush(self):
         self.calls.append(("flush",))
@@ -22,7 +29,11 @@ class Producer:
 
 def relay_with(env=None) -> tuple[Relay, Producer]:
     producer = Producer()
-    return Relay(SimpleNamespace(producer=producer), load_settings(env or {}), {}, []), producer
+    settings = load_settings(env or {})
+    relay = Relay(SimpleNamespace(producer=producer, conf=SimpleNamespace(
+        producer_partitioner=RememberingPartitioner())), settings, load_catalog(settings), [])
+    relay.flush_buffers_before_producer_flush()
+    return relay, producer
 
 
 async def test_outcomes_wait_for_a_flush_and_go_out_first_as_one_record():
@@ -56,3 +67,19 @@ async def test_nothing_is_gathered_when_outcomes_are_off():
     await relay.emit("deliver", "delivered", delivery_id="d1")
     await relay.app.producer.flush()
     assert producer.calls == [("flush",)]
+
+
+async def test_bundled_items_wait_for_a_flush_and_go_out_one_bundle_per_partition():
+    relay, producer = relay_with()
+    keys = [f"email:user{i}@example.com".encode() for i in range(40)]
+    for key in keys:
+        await relay.send("deliveries.braze", key, {"delivery_id": key.decode()})
+    await relay.send("ingress.dlq", b"k", {"reason": "x"})  # not bundled: straight out
+    assert [c[1] for c in producer.calls if c[0] == "send"] == ["ingress.dlq"]
+    await relay.app.producer.flush()
+    bundles = [c for c in producer.calls if c[0] == "send" and c[1] == "deliveries.braze"]
+    partitions = {relay.partition_of("deliveries.braze", key) for key in keys}
+    assert len(bundles) == len(partitions) > 1  # 40 keys over 4 partitions
+    assert sorted(item[2]["delivery_id"] for _s, _t, value in bundles
+                  for item in value["bundle"]) == sorted(k.decode() for k in keys)
+    assert producer.calls[-1] == ("flush",)

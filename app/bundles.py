@@ -1,0 +1,153 @@
+"""Bundles: the items of an internal topic sent many to one Kafka record.
+
+A Kafka record costs the worker about as much as the relay's own work on an item, whatever its
+size: the producer's accumulator and sender, the consumer thread's decoding and CRC, the
+broker's append and fetch. An event used to write about four of them to the internal topics
+(`events.normalized`, `identity.claims`, `identity.profiles`, `deliveries.<destination>`,
+`feedback.insider`: `bundled: true` in `topics/catalog.yaml`). These topics now carry bundles:
+one record per partition holding the items sent there since the last flush, in order, each
+with its own key and headers::
+
+    {"bundle": [[key, headers, item], ...]}
+
+`key` is the item's key as text (the record key it would have had, so the bundle lands in the
+partition the item would have), `headers` a list of `[name, text value]` pairs or null, and
+`item` the item's own JSON, embedded as it was encoded (`orjson.Fragment`: not encoded twice).
+
+Order is kept: items of one partition are flushed in the order they were added, and a bundle
+is one record of that partition. A bundle is flushed at the end of every batch an agent
+processes, before the producer flush that precedes every offset commit, and by a timer for the
+rest, so an item reaches the broker before the offsets of whatever caused it are committed.
+
+Readers take a record without a bundle (an operator's re-drive onto a delivery topic, a worker
+from before bundles) as a bundle of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import orjson
+
+BUNDLE = "bundle"
+MAX_BYTES = 512 * 1024  # a bundle is sent once it holds this much (Kafka's default limit is 1 MB)
+
+
+class Item:
+    """One item of a bundle, shaped like a Kafka record for the stages (topic, partition,
+    offset, key, headers, value), with its JSON already parsed (`doc`)."""
+
+    __slots__ = ("topic", "partition", "offset", "key", "headers", "doc", "_raw")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None,
+                 headers: list, doc: Any, raw: bytes | None = None):
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.key, self.headers, self.doc, self._raw = key, headers, doc, raw
+
+    @property
+    def value(self) -> bytes:
+        """The item's JSON bytes (encoded again from `doc` for an item of a bundle)."""
+        if self._raw is None:
+            self._raw = orjson.dumps(self.doc)
+        return self._raw
+
+
+def items(record: Any) -> list[Item]:
+    """The items of a Kafka record of a bundled topic. Raises orjson.JSONDecodeError when the
+    value is not JSON."""
+    doc = orjson.loads(record.value)
+    if isinstance(doc, dict) and isinstance(doc.get(BUNDLE), list) and len(doc) == 1:
+        topic, partition, offset = record.topic, record.partition, record.offset
+        return [Item(topic, partition, offset, None if key is None else key.encode(),
+                     [(name, value.encode()) for name, value in headers] if headers else [],
+                     item)
+                for key, headers, item in doc[BUNDLE]]
+    return [Item(record.topic, record.partition, record.offset, record.key,
+                 list(record.headers or ()), doc, record.value)]
+
+
+def docs(value: bytes) -> list[Any]:
+    """The item documents of a record value of a bundled topic (for readers outside the
+    workers: tests, tools)."""
+    doc = orjson.loads(value)
+    if isinstance(doc, dict) and isinstance(doc.get(BUNDLE), list) and len(doc) == 1:
+        return [item for _key, _headers, item in doc[BUNDLE]]
+    return [doc]
+
+
+class _Pending:
+    __slots__ = ("entries", "size", "future")
+
+    def __init__(self) -> None:
+        self.entries: list[list] = []
+        self.size = 0
+        self.future: asyncio.Future = asyncio.get_running_loop().create_future()
+
+
+Send = Callable[[str, int, bytes], Awaitable[Awaitable[Any]]]
+
+
+class Bundler:
+    """Gathers items per (topic, partition) until `flush`; `send(topic, partition, value)`
+    hands a bundle to the producer and returns the future of its acknowledgement."""
+
+    def __init__(self, send: Send, partition_of: Callable[[str, bytes], int]):
+        self.send = send
+        self.partition_of = partition_of
+        self.pending: dict[tuple[str, int], _Pending] = {}
+        self._lock = asyncio.Lock()
+
+    def add(self, topic: str, key: bytes | None, value: bytes,
+            headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future:
+        """Queue an item; returns the future of its bundle's acknowledgement (its record
+        metadata: partition and offset of the bundle)."""
+        partition = self.partition_of(topic, key or b"")
+        pending = self.pending.get((topic, partition))
+        if pending is None:
+            pending = self.pending[(topic, partition)] = _Pending()
+        pending.entries.append([
+            None if key is None else key.decode(),
+            [[name, raw.decode()] for name, raw in headers] if headers else None,
+            orjson.Fragment(value)])
+        pending.size += len(value) + 64
+        return pending.future
+
+    def full(self) -> bool:
+        return any(p.size >= MAX_BYTES for p in self.pending.values())
+
+    async def flush(self) -> None:
+        """Hand every pending bundle to the producer, in the order they were started."""
+        async with self._lock:  # two flushes must not interleave one partition's bundles
+            while self.pending:
+                (topic, partition), pending = next(iter(self.pending.items()))
+                del self.pending[(topic, partition)]
+                try:
+                    acked = await self.send(topic, partition,
+                                            orjson.dumps({BUNDLE: pending.entries}))
+                except BaseException as exc:
+                    _fail(pending.future, exc)
+                    raise
+                _chain(acked, pending.future)
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self.pending)
+
+
+def _chain(source: Any, target: asyncio.Future) -> None:
+    def done(fut: asyncio.Future) -> None:
+        if target.done():
+            return
+        if fut.cancelled():
+            target.cancel()
+        elif fut.exception() is not None:
+            target.set_exception(fut.exception())
+        else:
+            target.set_result(fut.result())
+    asyncio.ensure_future(source).add_done_callback(done)
+
+
+def _fail(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
