@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from app.config import Settings
@@ -20,8 +20,20 @@ from app.routing import Rule, plan
 TOPIC_SOURCES = {topic: source for source, (topic, _fn) in SOURCES.items()}
 
 
+_SECOND: tuple[int, str] = (0, "")  # the last whole second formatted, and its text
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`, the second formatted once per second:
+    every outcome carries one (several per event), and datetime's isoformat took ~1.5 % of the
+    worker."""
+    global _SECOND
+    now = time.time()
+    second, text = _SECOND
+    if int(now) != second:
+        second = int(now)
+        _SECOND = second, text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{text}.{int((now - second) * 1000):03d}Z"
 
 
 def origin_of(topic: str, partition: int, offset: int) -> str:
