@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from faust.types import TP
 
 log = structlog.get_logger(__name__)
 
@@ -260,11 +261,14 @@ class BatchAgents:
         rest = {}
         by_topic = self.by_topic
         read_offset = consumer._read_offset
-        for tp, batch in records.items():
-            agent = by_topic.get(tp.topic)
+        for fetched_tp, batch in records.items():
+            agent = by_topic.get(fetched_tp.topic)
             if agent is None:
-                rest[tp] = batch
+                rest[fetched_tp] = batch
                 continue
+            # Faust's own type: aiokafka's TopicPartition compares equal, but Faust asserts its
+            # active-partition set holds nothing else (a held partition goes back into it).
+            tp = TP(fetched_tp.topic, fetched_tp.partition)
             if not consumer.flow_active or self.app.consumer_generation_id != generation:
                 continue  # a rebalance began: read again from the committed offsets
             if not (active is None or tp in active or tp in consumer._buffered_partitions):

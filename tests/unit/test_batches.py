@@ -184,6 +184,18 @@ async def test_a_slow_agent_holds_back_its_partitions_until_its_queue_is_down_to
     assert sorted(app.consumer.dropped) == [A0, A1] and agent.waiting == 0
 
 
+async def test_partitions_held_and_released_are_fausts_own_type_whatever_aiokafka_fetched():
+    from aiokafka.structs import TopicPartition
+
+    app = app_with({A0})
+    agents, agent = agents_for(app, high_water=1)
+    await agents.take(app.consumer, {TopicPartition(*A0): [record(*A0, 0), record(*A0, 1)]},
+                      {A0}, 1)
+    await agent.next_batch()
+    assert app.consumer.full == [A0] == app.consumer.dropped
+    assert all(type(tp) is TP for tp in app.consumer.full + app.consumer.dropped)
+
+
 async def test_a_rebalance_clears_the_queue_and_lets_go_of_its_tracked_messages():
     import gc
 
