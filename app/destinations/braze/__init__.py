@@ -27,9 +27,10 @@ by ``email``, then ``phone`` (tracking only: trigger recipients need an external
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from app.destinations.base import (
     Action,
@@ -367,7 +368,8 @@ class CanvasTrigger(_Trigger):
     path = "/canvas/trigger/send"
 
     def _check_properties(self, properties):
-        size = len(json.dumps(properties, separators=(",", ":"), default=str).encode())
+        # as sent: orjson, UTF-8
+        size = len(orjson.dumps(properties, default=str, option=orjson.OPT_NON_STR_KEYS))
         if size > MAX_CANVAS_ENTRY_BYTES:
             raise ItemInvalid("canvas_entry_properties exceed 50 KB")
 

@@ -12,10 +12,11 @@ At least one of the event or an attribute value is needed. Identifiers come from
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from app.destinations.base import (
     Action,
@@ -55,7 +56,7 @@ def _split(values: Mapping[str, Any], standard: frozenset[str]) -> dict[str, Any
 
 
 def _size(obj: Any) -> int:
-    return len(json.dumps(obj, separators=(",", ":"), default=str).encode())
+    return len(orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS))  # as sent (orjson, UTF-8)
 
 
 class Upsert(Action):
