@@ -38,6 +38,7 @@ from app.normalize.common import (
     first,
     is_mapping,
     iso_or_raw,
+    key_name,
     number,
     snake_case,
     snake_keys,
@@ -409,8 +410,7 @@ class AirDoc:
         })
 
     def trace(self) -> dict:
-        trace = {name: self.headers.get(name) for name in TRACE_HEADERS
-                 if self.headers.get(name) not in EMPTY}
+        trace = drop_empty({name: self.headers.get(name) for name in TRACE_HEADERS})
         trace["eventName"] = self.event_name
         trace.update(self.ids.trace())
         return trace
@@ -455,8 +455,9 @@ def unread_fields(object_type_: str, value: Mapping) -> dict:
     if rest:
         ident = first(value, "accountId", "accountTransactionId", "walletTransactionId",
                       "tierMembershipId", "consumerId", "identityId", "id")
-        if text(ident):
-            rest.setdefault("id", text(ident))
+        ident = text(ident)
+        if ident:
+            rest.setdefault("id", ident)
     return rest
 
 
@@ -469,7 +470,10 @@ def upper_text(raw: Any) -> str | None:
 def balances_of(raw: Any) -> dict:
     if not is_mapping(raw):
         return {}
-    return {k: v for k, v in snake_keys(raw).items() if v is not None}
+    balances = snake_keys(raw)
+    if None not in balances.values():  # nearly always: no second copy to drop the nulls
+        return balances
+    return {k: v for k, v in balances.items() if v is not None}
 
 
 def current_balance(raw: Any) -> Any:
@@ -735,9 +739,11 @@ def tier_facts(doc: AirDoc) -> dict:
     }
 
 
+BASKET_LINE_FIELDS = {"upc", "sku", "itemUnitCost", "itemUnitCount", "totalUnitCostAfterDiscount",
+                      "totalUnitCost", "description", "itemUnitMetric", "department"}
+
+
 def basket_line(raw: Mapping) -> dict:
-    known = {"upc", "sku", "itemUnitCost", "itemUnitCount", "totalUnitCostAfterDiscount",
-             "totalUnitCost", "description", "itemUnitMetric", "department"}
     line = drop_empty({
         "upc": text(raw.get("upc")),
         "sku": text(first(raw, "sku", "productId", "itemId")),
@@ -751,13 +757,14 @@ def basket_line(raw: Mapping) -> dict:
     if "total" not in line and "unit_cost" in line:
         line["total"] = line["unit_cost"] * line.get("quantity", 1)
     for key, value in raw.items():
-        if key not in known and value not in EMPTY and not isinstance(value, (dict, list)):
-            line.setdefault(camel_to_snake(key), value)
+        if key not in BASKET_LINE_FIELDS and (value or value not in EMPTY) \
+                and not isinstance(value, (dict, list)):
+            line.setdefault(key_name(key), value)
     return line
 
 
 def camel_to_snake(key: Any) -> str:
-    return snake_case(key) or str(key)
+    return key_name(key)
 
 
 def money_total(raw: Any) -> Any:
@@ -788,11 +795,12 @@ def pos_facts(doc: AirDoc) -> dict:
     quantities = [line.get("quantity") for line in lines]
     items = sum(q for q in quantities if isinstance(q, (int, float))) if lines else None
     txns = doc.transactions()
+    points_moves = [(t.get("event"), t.get("value")) for t in txns
+                    if dig(t, "account", "type") == "POINTS"]
 
     def points(*events: str) -> Any:
-        values = [t.get("value") for t in txns if t.get("event") in events
-                  and dig(t, "account", "type") == "POINTS"]
-        values = [v for v in values if isinstance(v, (int, float))]
+        values = [value for event, value in points_moves
+                  if event in events and isinstance(value, (int, float))]
         return sum(values) if values else None
 
     location = as_dict(wallet_txn.get("location")) or as_dict(request.get("location"))
