@@ -26,9 +26,9 @@ The guarantees are those of a Faust stream:
   so a rebalance waits for the batch in progress; parts still queued are dropped when Faust
   clears its stream buffers (they are read again from the committed offsets), and a part
   fetched in an older generation is never handed over;
-- backpressure: while an agent has more than `high_water` records waiting, its partitions are
-  left out of the fetch hand-over, as Faust does for a full stream buffer, so a slow
-  destination never stalls another agent.
+- backpressure: while an agent has more than `high_water` records waiting (four batches'
+  worth), its partitions are left out of the fetch hand-over, as Faust does for a full stream
+  buffer, so a slow destination never stalls another agent.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from faust.types import TP
 
 log = structlog.get_logger(__name__)
 
-# Records one batch holds at most (more than one fetch's worth may be waiting), and how many may
-# wait per agent before its partitions stop being handed over.
+# Records one batch holds at most (more than one fetch's worth may be waiting), and how many
+# batches' worth may wait per agent before its partitions stop being handed over.
 MAX_RECORDS = 2_000
-HIGH_WATER = 8_000
+HIGH_WATER_BATCHES = 4
 RETRY_PAUSE_S = (0.5, 1.0, 2.0, 5.0)  # before handing a batch whose handler raised over again
 
 
@@ -74,6 +74,7 @@ class Part:
     tracker: Any  # the Faust message the consumer tracks until the part is acknowledged
     event: PartitionEvent
     messages: list | None = None  # a Faust message per record, for per-record sensors only
+    arrived: float = 0.0  # loop time it was handed over
 
 
 @dataclass(slots=True)
@@ -96,15 +97,20 @@ class BatchAgent:
     """The queue between the fetch loop and one agent, and the agent's supervision."""
 
     def __init__(self, app: Any, name: str, topics: tuple[str, ...], handler: Handler,
-                 max_records: int = MAX_RECORDS, high_water: int = HIGH_WATER,
-                 before_ack: Callable[[], Awaitable[None]] | None = None):
+                 max_records: int = MAX_RECORDS, high_water: int | None = None,
+                 before_ack: Callable[[], Awaitable[None]] | None = None,
+                 linger_s: float = 0.0):
         self.app = app
+        # How long a batch may wait for more records after its first arrived, while it holds
+        # fewer than max_records: a sink's requests carry more items (Braze takes 75 per call)
+        # for that much latency when traffic is light; under load batches fill at once.
+        self.linger_s = linger_s
         self.before_ack = before_ack  # sends what the batch left buffered (app.bundles)
         self.name = name
         self.topics = topics
         self.handler = handler
         self.max_records = max_records
-        self.high_water = high_water
+        self.high_water = high_water or HIGH_WATER_BATCHES * max_records
         self.parts: deque[Part] = deque()
         self.waiting = 0  # records queued
         self.held: set[Any] = set()  # partitions left out of the hand-over (backpressure)
@@ -114,6 +120,7 @@ class BatchAgent:
     # -- the fetch loop's side ---------------------------------------------------------------
 
     def put(self, part: Part) -> None:
+        part.arrived = asyncio.get_running_loop().time()
         self.parts.append(part)
         self.waiting += len(part.records)
         self._ready.set()
@@ -141,6 +148,7 @@ class BatchAgent:
             while not self.parts:
                 self._ready.clear()
                 await self._ready.wait()
+            await self._linger()
             generation = self.app.consumer_generation_id
             taken: list[Part] = []
             count = 0
@@ -157,6 +165,21 @@ class BatchAgent:
                 self._release_held()
             if taken:
                 return Batch(taken)
+
+    async def _linger(self) -> None:
+        """Wait for more records while the batch is short, up to `linger_s` after the first
+        part arrived, and never while a rebalance stops the flow."""
+        if self.linger_s <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = self.parts[0].arrived + self.linger_s
+        while (self.waiting < self.max_records and self.app.consumer.flow_active
+               and (left := deadline - loop.time()) > 0):
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), left)
+            except asyncio.TimeoutError:
+                return
 
     def ack(self, batch: Batch) -> None:
         """Mark every record of `batch` as processed, as Faust's consumer does per message; its

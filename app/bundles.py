@@ -33,6 +33,9 @@ import orjson
 
 BUNDLE = "bundle"
 MAX_BYTES = 512 * 1024  # a bundle is sent once it holds this much (Kafka's default limit is 1 MB)
+# Records a reader of a bundled topic takes in one batch (the batch agents' `max_records`): each
+# may hold hundreds of items, and the items are what a batch should be bounded by.
+BUNDLES_PER_BATCH = 64
 
 
 class Item:

@@ -59,7 +59,7 @@ class Settings:
     air_customer_identity: str = "CUSTOMER_ID"
     maac_webhook_secret: str = ""
     admin_token: str = ""
-    sink_batch_max: int = 500
+    sink_batch_max: int = 1000
     sink_batch_window_s: float = 0.05
     retry_attempts: int = 3
     retry_base_s: float = 0.2
@@ -263,7 +263,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                or "CUSTOMER_ID"),
         maac_webhook_secret=env.get("MAAC_WEBHOOK_SECRET", ""),
         admin_token=env.get("ADMIN_TOKEN", ""),
-        sink_batch_max=_int(env, "SINK_BATCH_MAX", 500, 1, 10000),
+        sink_batch_max=_int(env, "SINK_BATCH_MAX", 1000, 1, 10000),
         sink_batch_window_s=_float(env, "SINK_BATCH_WINDOW_S", 0.05, 0.0, 60.0),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 3, 1, 20),
         retry_base_s=_float(env, "RETRY_BASE_S", 0.2, 0.0, 60.0),

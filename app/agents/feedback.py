@@ -27,6 +27,7 @@ import structlog
 from app import logs, metrics
 from app.agents.context import Relay, bind_event
 from app.agents.sinks import Settler
+from app.bundles import BUNDLES_PER_BATCH
 from app.config import ConfigError
 from app.delivery.core import HttpSender
 from app.destinations import maac
@@ -67,7 +68,7 @@ def install(relay: Relay) -> None:
     batch_max = int(_number("FEEDBACK_BATCH_MAX", 1000.0)) or 1000
     maac_config = settings.destination("maac")
     memory = SendMemory()
-    settler = Settler(relay, DESTINATION)
+    settler = Settler(relay, DESTINATION, batch_max=batch_max)
 
     async def publish(record: dict) -> None:
         metrics.FEEDBACK_RECORDS.labels(record["type"]).inc()
@@ -110,7 +111,7 @@ def install(relay: Relay) -> None:
         return planned
 
     @relay.batch_agent(relay.topic("feedback.insider"), name="feedback-insider",
-                       max_records=batch_max)
+                       max_records=BUNDLES_PER_BATCH, linger_s=settings.sink_batch_window_s)
     async def feedback_sink(batches):
         async for records in batches:
             batch = []
@@ -128,8 +129,8 @@ def install(relay: Relay) -> None:
                         else:
                             await relay.send(f"deliveries.{delivery['destination']}", item.key,
                                              delivery)
-            if batch:
-                await settler.settle(batch)
+            for start in range(0, len(batch), settler.settle_max):
+                await settler.settle(batch[start:start + settler.settle_max])
 
     if poll_s > 0 and maac_config.base_url:
         state: dict = {"sender": None, "last": {}}

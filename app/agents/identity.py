@@ -23,6 +23,7 @@ import structlog
 from app import logs, metrics
 from app.agents import shortcut
 from app.agents.context import Relay, bind_event
+from app.bundles import BUNDLES_PER_BATCH
 from app.identity import graph
 from app.identity import profile as profiles
 from app.identity.keys import clean_identities, key_of, lookup_order, normalize_identifier
@@ -119,7 +120,7 @@ def install(relay: Relay) -> None:
     forwarder = shortcut.Shortcut(relay, on_envelope, settings.identity_shortcut)
     shortcut.install(relay, forwarder)
 
-    @relay.batch_agent(source, name="identity")
+    @relay.batch_agent(source, name="identity", max_records=BUNDLES_PER_BATCH)
     async def identity_agent(batches):
         async for batch in batches:
             for part in batch.parts:

@@ -20,6 +20,7 @@ from app import logs, metrics
 from app.agents.context import Relay, bind_event
 from app.agents.identity import OP, header
 from app.agents.screen import apply_signal_list, apply_signals, install_outcome_consent, screen
+from app.bundles import BUNDLES_PER_BATCH
 from app.identity import profile as profiles
 from app.identity.keys import key_of
 from app.pipeline import route
@@ -132,7 +133,8 @@ def install(relay: Relay) -> None:
         except Exception as exc:  # a bug must not stop the stream or lose the event
             await relay.internal_error("route", item, exc)
 
-    @relay.batch_agent(relay.topic("identity.profiles"), name="route")
+    @relay.batch_agent(relay.topic("identity.profiles"), name="route",
+                       max_records=BUNDLES_PER_BATCH)
     async def route_agent(batches):
         async for batch in batches:
             for part in batch.parts:

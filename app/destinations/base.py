@@ -185,3 +185,10 @@ class Destination:
     auth_headers: Callable[[DestinationConfig], Mapping[str, str]]
     # optional: headers that depend on the serialised request (AIR's signature)
     sign: Callable[[DestinationConfig, HttpRequest, bytes], Mapping[str, str]] | None = None
+
+    def deliveries_per_s(self, rate_scale: float = 1.0) -> float:
+        """The most deliveries per second its limits let through (the fastest action: its
+        bucket's requests per second times the deliveries one request carries)."""
+        default = self.limits.get("default", 10.0)
+        return max((self.limits.get(a.limit, default) * max(1, a.max_batch)
+                    for a in self.actions.values()), default=default) * rate_scale

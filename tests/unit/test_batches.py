@@ -242,3 +242,27 @@ async def test_the_next_batch_acknowledges_the_one_before():
     await asyncio.sleep(0)
     assert app.consumer._acked[A0] == [0, 1]
     waiting.cancel()
+
+
+async def test_a_short_batch_lingers_for_more_records_but_not_past_its_window():
+    app = app_with({A0, A1})
+    agents, agent = agents_for(app, max_records=10, linger_s=0.2)
+    await agents.take(app.consumer, {A0: [record(*A0, 0)]}, {A0, A1}, 1)
+    taking = asyncio.ensure_future(agent.next_batch())
+    await asyncio.sleep(0.05)
+    assert not taking.done()  # one record of ten: it waits for more
+    await agents.take(app.consumer, {A1: [record(*A1, 0)]}, {A0, A1}, 1)
+    batch = await asyncio.wait_for(taking, 1)
+    assert [part.tp for part in batch.parts] == [A0, A1]
+    loop = asyncio.get_running_loop()
+    assert loop.time() - batch.parts[0].arrived >= 0.2
+
+
+async def test_a_full_batch_or_a_stopped_flow_does_not_linger():
+    app = app_with({A0})
+    agents, agent = agents_for(app, max_records=2, linger_s=5)
+    await agents.take(app.consumer, {A0: [record(*A0, 0), record(*A0, 1)]}, {A0}, 1)
+    assert len(await asyncio.wait_for(agent.next_batch(), 1)) == 2
+    await agents.take(app.consumer, {A0: [record(*A0, 2)]}, {A0}, 1)
+    app.consumer.flow_active = False  # a rebalance began: hand over what there is
+    assert len(await asyncio.wait_for(agent.next_batch(), 1)) == 1

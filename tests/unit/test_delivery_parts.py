@@ -54,3 +54,15 @@ def test_classify_reads_the_contract_status_classes():
 def test_retry_after_reads_epoch_reset_headers():
     wait = retry_after(Reply(429, {"X-RateLimit-Reset": str(int(time.time()) + 5)}, None))
     assert 3.5 <= wait <= 5.0
+
+
+def test_a_sink_settles_at_most_about_a_second_of_what_its_destination_takes():
+    from app.agents.sinks import MIN_SETTLE, settle_size
+    from app.destinations.registry import DESTINATIONS
+
+    attentive = DESTINATIONS["attentive"]  # one person per call, 150 calls/s
+    assert attentive.deliveries_per_s() == 150.0
+    assert settle_size(attentive, 1.0, 1000) == 150
+    assert settle_size(attentive, 20.0, 1000) == 1000  # SINK_BATCH_MAX caps it
+    assert settle_size(DESTINATIONS["insider"], 1.0, 1000) == 1000  # 1,000 users per call
+    assert settle_size(DESTINATIONS["air"], 0.01, 1000) == MIN_SETTLE
