@@ -235,8 +235,8 @@ class AirDoc:
 
     # --- identities -----------------------------------------------------------------------
 
-    def _identity_records(self) -> tuple[list[dict], list[str]]:
-        records: list[dict] = []
+    def _identity_records(self) -> tuple[list[Mapping], list[str]]:
+        records: list[Mapping] = []  # read only: the document's own records, not copies
         wallet_keys: list[str] = []
 
         def take(raw: Any) -> None:
@@ -246,10 +246,10 @@ class AirDoc:
                         if "identities" in item and "type" not in item:
                             take(item.get("identities"))
                         else:
-                            records.append(dict(item))
+                            records.append(item)
             elif is_mapping(raw):
                 if "type" in raw and "value" in raw:
-                    records.append(dict(raw))
+                    records.append(raw)
                     return
                 for kind, value in raw.items():  # non-standard {"CUSTOMER_ID": "..."} map
                     for one in as_list(value):
