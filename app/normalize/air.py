@@ -763,10 +763,6 @@ def basket_line(raw: Mapping) -> dict:
     return line
 
 
-def camel_to_snake(key: Any) -> str:
-    return key_name(key)
-
-
 def money_total(raw: Any) -> Any:
     if is_mapping(raw):
         values = [number(v) for v in raw.values()]
