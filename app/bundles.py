@@ -101,6 +101,7 @@ class Bundler:
         self.partition_of = partition_of
         self.pending: dict[tuple[str, int], _Pending] = {}
         self._lock = asyncio.Lock()
+        self._full = False
 
     def add(self, topic: str, key: bytes | None, value: bytes,
             headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future:
@@ -115,14 +116,18 @@ class Bundler:
             [[name, raw.decode()] for name, raw in headers] if headers else None,
             orjson.Fragment(value)])
         pending.size += len(value) + 64
+        if pending.size >= MAX_BYTES:
+            self._full = True
         return pending.future
 
     def full(self) -> bool:
-        return any(p.size >= MAX_BYTES for p in self.pending.values())
+        """Whether a bundle reached MAX_BYTES since the last flush."""
+        return self._full
 
     async def flush(self) -> None:
         """Hand every pending bundle to the producer, in the order they were started."""
         async with self._lock:  # two flushes must not interleave one partition's bundles
+            self._full = False
             while self.pending:
                 (topic, partition), pending = next(iter(self.pending.items()))
                 del self.pending[(topic, partition)]

@@ -164,6 +164,9 @@ def apply(profile: Profile, ids: Mapping[str, str], ts: int,
 
 def primary(values: Mapping[str, int]) -> str:
     """The value of a type shown in the flat view: the latest seen (ties: the smallest)."""
+    if len(values) == 1:  # nearly every type has one value: no comparison to make
+        for value in values:
+            return value
     return min(values.items(), key=lambda item: (-item[1], item[0]))[0]
 
 

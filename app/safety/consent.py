@@ -298,21 +298,26 @@ def signals(envelope: Any) -> list[Signal]:
     try:
         if not isinstance(envelope, Mapping):
             return []
-        ts = _ts(envelope)
-        if ts is None:
+        read = _reader(envelope.get("type"), envelope.get("source"))
+        if read is None:  # most events say nothing about consent: no time to parse
             return []
-        kind, source = envelope.get("type"), envelope.get("source")
-        if kind == "identity.updated":
-            return _identity(envelope, ts)
-        if source == "air" and kind in CONSUMER_TYPES:
-            return _air(envelope, ts)
-        if source == "annex" and kind in ("membership.subscribed", "membership.unsubscribed"):
-            return _annex(envelope, ts)
-        if isinstance(kind, str) and kind.startswith("line."):
-            return _line(envelope, ts)
+        ts = _ts(envelope)
+        return [] if ts is None else read(envelope, ts)
     except Exception:  # tolerant by contract: input it cannot read is no signal
         return []
-    return []
+
+
+def _reader(kind: Any, source: Any):
+    """The function that reads the consent signals of envelopes of this type, if any."""
+    if kind == "identity.updated":
+        return _identity
+    if source == "air" and kind in CONSUMER_TYPES:
+        return _air
+    if source == "annex" and kind in ("membership.subscribed", "membership.unsubscribed"):
+        return _annex
+    if isinstance(kind, str) and kind.startswith("line."):
+        return _line
+    return None
 
 
 ATTENTIVE_CHANNELS = {"TEXT": "sms", "EMAIL": "email"}

@@ -91,8 +91,10 @@ def _zone_name(region: str, phone_zones: tuple[str, ...]) -> str:
     return PRIMARY_ZONES.get(region, zones[0])
 
 
+@functools.lru_cache(maxsize=65536)
 def customer_zone(country: str | None, phone: str | None, default: str) -> ZoneInfo:
-    """The customer's time zone (see the module docstring); `default` is an IANA name."""
+    """The customer's time zone (see the module docstring); `default` is an IANA name.
+    Cached: it is asked for every message a customer is about to get."""
     region = _country(country)
     phone_zones, phone_region = _phone(phone.strip(), region) if isinstance(phone, str) and \
         phone.strip() else ((), None)
