@@ -35,20 +35,22 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from faust.types import TP
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # Records one batch holds at most (more than one fetch's worth may be waiting), and how many
 # batches' worth may wait per agent before its partitions stop being handed over.
 MAX_RECORDS = 2_000
 HIGH_WATER_BATCHES = 4
 RETRY_PAUSE_S = (0.5, 1.0, 2.0, 5.0)  # before handing a batch whose handler raised over again
+SLICE_S = 0.005  # how long a handler works between turns it gives the other stages (Batch.each)
 
 
 @dataclass(slots=True)
@@ -88,6 +90,23 @@ class Batch:
         for part in self.parts:
             for record in part.records:
                 yield part, record
+
+    def each(self) -> AsyncIterator[tuple[Part, Any]]:
+        """`records()`, taking turns with the other stages (`in_turns`)."""
+        return in_turns(self.records())
+
+
+async def in_turns(items: Iterable[T]) -> AsyncIterator[T]:
+    """`items`, giving the event loop a turn every SLICE_S of work. A stage's awaits rarely
+    suspend (sends only queue), so a batch of 2,000 ingress records at ~100 us each held every
+    other stage up for 200 ms: the worst of the latency tail."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + SLICE_S
+    for item in items:
+        yield item
+        if loop.time() > until:
+            await asyncio.sleep(0)
+            until = loop.time() + SLICE_S
 
 
 Handler = Callable[[AsyncIterator[Batch]], Awaitable[None]]

@@ -545,8 +545,9 @@ async def run_bench(args) -> dict[str, Any]:
         if not lat:  # no relay ids matched in the recorded calls: use the delivered outcomes
             figures["latency_source"] = "delivered_outcome"
             lat = stages["end_to_end"]
-        log("latency by stage (p50/p99 ms): " + ", ".join(
-            f"{name} {percentile(v, 50):.0f}/{percentile(v, 99):.0f}" for name, v in stages.items()))
+        log("latency by stage (p50/p90/p99 ms): " + ", ".join(
+            f"{name} {percentile(v, 50):.0f}/{percentile(v, 90):.0f}/{percentile(v, 99):.0f}"
+            for name, v in stages.items()))
         await follower_live.stop()
         figures["latency_rate_per_s"] = round(live_rate)
         figures["latency_p50_ms"] = round(percentile(lat, 50), 1)

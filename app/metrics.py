@@ -71,8 +71,9 @@ EVENT_AGE = Histogram("relay_event_age_seconds", "Event age at delivery", ["dest
 IDENTITY_UPDATES = Counter("relay_identity_updates_total", "Identity table writes", ["kind"])
 IDENTITY_SHORTCUT = Counter(
     "relay_identity_shortcut_total",
-    "Envelopes ingress resolved itself (local) or sent through events.normalized (topic)",
-    ["path"])
+    "Identity work run by the stage that had it (local) or sent through its topic (topic): "
+    "envelopes on events.normalized, lookups and binds on identity.claims",
+    ["topic", "path"])
 SAFETY_DECISIONS = Counter("relay_messaging_decisions_total",
                            "Messages held back by consent, frequency caps or quiet hours",
                            ["channel", "decision", "reason"])

@@ -43,7 +43,10 @@ class Relay:
     # Called as `await hook(destination, outcome, final_status)` after a sink records an outcome
     # (e.g. LINE results -> feedback.insider); hooks run in the delivery's event context.
     outcome_hooks: list[Callable[[str, Any, str], Awaitable[None]]] = field(default_factory=list)
-    shortcut: Any = None  # app.agents.shortcut.Shortcut: how ingress forwards an envelope
+    # app.agents.identity: `await resolve(envelope)` takes a normalized envelope on (ingress),
+    # `await bind(identifier key, claim)` records a profile's identifier (route)
+    resolve: Callable[[dict], Awaitable[None]] | None = None
+    bind: Callable[[str, dict], Awaitable[None]] | None = None
     # Ingress topic -> `await tap(envelopes)` for each record's envelopes, before they go on
     # (e.g. maac.results -> LINE feedback): a second reader of the record without a second parse.
     ingress_taps: dict[str, list[Callable[[list[dict]], Awaitable[None]]]] = field(

@@ -115,7 +115,7 @@ def install(relay: Relay) -> None:
     async def feedback_sink(batches):
         async for records in batches:
             batch = []
-            for part, record in records.records():
+            async for part, record in records.each():
                 bind_event(part.event)
                 for item in await relay.items_of("feedback", record):
                     try:

@@ -51,15 +51,28 @@ def install(relay: Relay) -> None:
     source = app.topic("events.normalized", "identity.claims",
                        key_serializer="raw", value_serializer="raw")
 
+    envelopes = shortcut.Shortcut(relay, shortcut.TOPIC, settings.identity_shortcut)
+    claims = shortcut.Shortcut(relay, shortcut.CLAIMS, settings.identity_shortcut)
+
     async def to_profile(pid: str, raw: bytes) -> None:
         await relay.send("identity.profiles", pid, raw)
 
     async def next_hop(rest: list[str], raw: bytes, anchor: str) -> None:
         if rest:
-            await relay.send("identity.claims", rest[0], raw, headers=[
-                (OP, b"lookup"), (REST, orjson.dumps(rest[1:])), (ANCHOR, anchor.encode())])
+            key, later = rest[0], rest[1:]
+            await claims.forward(key.encode(), raw, lambda: lookup(key, later, raw, anchor),
+                                 headers=[(OP, b"lookup"), (REST, orjson.dumps(later)),
+                                          (ANCHOR, anchor.encode())])
         else:  # nobody knows any identifier of this event: a new profile
             await to_profile(graph.profile_id_for(anchor), raw)
+
+    async def lookup(key: str, rest: list[str], raw: bytes, anchor: str) -> None:
+        """At `key`'s index partition: its profile, or the next identifier's partition."""
+        pid = graph.resolve(index.get(key))
+        if pid:
+            await to_profile(pid, raw)
+            return
+        await next_hop(rest, raw, anchor)
 
     async def on_envelope(key: str, env: dict, raw: bytes | None = None) -> None:
         """Resolve one envelope (`raw`: its bytes as received, when they may be passed on)."""
@@ -90,12 +103,8 @@ def install(relay: Relay) -> None:
         await next_hop([k for k in keys if k != key], raw, keys[0])
 
     async def on_lookup(record, key: str) -> None:
-        pid = graph.resolve(index.get(key))
-        if pid:
-            await to_profile(pid, record.value)
-            return
         rest = orjson.loads(header(record, REST) or b"[]")
-        await next_hop(rest, record.value, (header(record, ANCHOR) or key.encode()).decode())
+        await lookup(key, rest, record.value, (header(record, ANCHOR) or key.encode()).decode())
 
     async def on_bind(key: str, msg: dict) -> None:
         kind, pid = msg["t"], msg["p"]
@@ -117,19 +126,32 @@ def install(relay: Relay) -> None:
                 "event_id": msg.get("e", ""), "reason": "ambiguous_unify_key",
                 "limit": settings.ambiguous_key_limit, "at": now_iso()})
 
-    forwarder = shortcut.Shortcut(relay, on_envelope, settings.identity_shortcut)
-    shortcut.install(relay, forwarder)
+    async def resolve(env: dict) -> None:
+        """Ingress's way on for an envelope: resolved at its own partition (events.normalized
+        is keyed by the envelope's customer key)."""
+        key = env["customer_key"]
+        await envelopes.forward(key.encode(), env, lambda: on_envelope(key, env))
+
+    async def bind(key: str, msg: dict) -> None:
+        """The route stage's way to record that a profile holds an identifier."""
+        await claims.forward(key.encode(), msg, lambda: on_bind(key, msg),
+                             headers=[(OP, b"bind")])
+
+    relay.resolve, relay.bind = resolve, bind
+    for one in (envelopes, claims):
+        shortcut.install(relay, one)
 
     @relay.batch_agent(source, name="identity", max_records=BUNDLES_PER_BATCH)
     async def identity_agent(batches):
+        shortcut.consuming_here()
         async for batch in batches:
-            for part in batch.parts:
+            async for part, record in batch.each():
                 bind_event(part.event)
-                for record in part.records:
-                    for item in await relay.items_of("identity", record):
-                        await on_record(item)
-                    if record.topic == shortcut.TOPIC:  # every item of the record is done
-                        forwarder.gate.processed(record.partition, record.offset)
+                for item in await relay.items_of("identity", record):
+                    await on_record(item)
+                # every item of the record is done
+                gate = envelopes.gate if record.topic == shortcut.TOPIC else claims.gate
+                gate.processed(record.partition, record.offset)
 
     async def on_record(item) -> None:
         try:

@@ -51,7 +51,7 @@ def install(relay: Relay) -> None:
             metrics.NORMALIZED.labels(env["source"], env["type"]).inc()
             if env["type"].endswith(".unmapped"):
                 metrics.UNMAPPED.labels(env["source"]).inc()
-            await relay.shortcut.forward(env)
+            await relay.resolve(env)
             log.debug("ingress.normalized", source=env["source"])
         await relay.emit("ingress", "normalized", origin=origin,
                          event_ids=[e["event_id"] for e in envelopes])
@@ -59,7 +59,7 @@ def install(relay: Relay) -> None:
     @relay.batch_agent(ingress, name="ingress")
     async def ingress_agent(batches):
         async for batch in batches:
-            for _part, record in batch.records():
+            async for _part, record in batch.each():
                 try:
                     await normalize_one(record)
                 except Exception as exc:  # a bug must not stop the stream or lose the record

@@ -51,9 +51,8 @@ def install(relay: Relay) -> None:
     names = relay.settings.profile_attributes
 
     async def bind(kind: str, value: str, pid: str, event_id: str, replaces=()) -> None:
-        await relay.send("identity.claims", key_of(kind, value),
-                         {"t": kind, "p": pid, "r": list(replaces), "e": event_id},
-                         headers=[(OP, b"bind")])
+        await relay.bind(key_of(kind, value),
+                         {"t": kind, "p": pid, "r": list(replaces), "e": event_id})
 
     async def on_event(pid: str, item) -> None:
         env = item.doc
@@ -137,8 +136,7 @@ def install(relay: Relay) -> None:
                        max_records=BUNDLES_PER_BATCH)
     async def route_agent(batches):
         async for batch in batches:
-            for part in batch.parts:
+            async for part, record in batch.each():
                 bind_event(part.event)
-                for record in part.records:
-                    for item in await relay.items_of("route", record):
-                        await on_record(item)
+                for item in await relay.items_of("route", record):
+                    await on_record(item)

@@ -25,6 +25,7 @@ from faust.streams import current_event
 
 from app import logs, metrics
 from app.agents.context import Relay, bind_event
+from app.batches import in_turns
 from app.bundles import BUNDLES_PER_BATCH
 from app.config import DESTINATIONS
 from app.delivery.core import AFTER_CRASH, AMBIGUOUS, PAUSED, TERMINAL, Deliverer, Outcome
@@ -102,7 +103,7 @@ class Settler:
         await self.wait_for_breaker()
         todo, event_of, in_flight = [], {}, {}
         to_mark: dict[str, tuple[Any, list[str]]] = {}  # intent key -> (an event, delivery ids)
-        for event, delivery in batch:
+        async for event, delivery in in_turns(batch):
             bind_event(event)
             delivery_id = delivery["delivery_id"]
             key = intent_key(event.message.topic, event.message.partition)
@@ -148,7 +149,7 @@ class Settler:
         results = await self.deliverer.deliver(todo)
         metrics.BREAKER_STATE.labels(dest).set(
             metrics.BREAKER_CODES.get(self.deliverer.breaker.state, 0))
-        for outcome in results:
+        async for outcome in in_turns(results):
             bind_event(event_of[outcome.delivery_id])
             await self.record(outcome, in_lane)
         if len({outcome.delivery_id for outcome in results}) == len(todo):

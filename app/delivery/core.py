@@ -26,6 +26,7 @@ import orjson
 import structlog
 
 from app import metrics
+from app.batches import in_turns
 from app.config import DestinationConfig, Settings
 from app.delivery.backoff import full_jitter
 from app.delivery.ratelimit import TokenBucket
@@ -257,7 +258,7 @@ class Deliverer:
     async def deliver(self, deliveries: Sequence[Mapping[str, Any]]) -> list[Outcome]:
         outcomes: dict[str, Outcome] = {}
         groups: dict[tuple[str, str], list[tuple[Mapping[str, Any], Any]]] = defaultdict(list)
-        for delivery in deliveries:
+        async for delivery in in_turns(deliveries):
             action = self.destination.actions.get(delivery.get("action", ""))
             if action is None:
                 outcomes[delivery["delivery_id"]] = Outcome(delivery, "failed", "unknown_action")

@@ -1,7 +1,8 @@
-"""The identity shortcut (app/agents/shortcut.py) on the embedded broker: once the identity agent
+"""The identity shortcuts (app/agents/shortcut.py) on the embedded broker: once the identity agent
 has caught up with a partition, ingress resolves that partition's envelopes itself and they skip
-`events.normalized`; a customer's events still reach the destination once each and in order,
-across the switch from the topic to the shortcut."""
+`events.normalized`, and a new customer's lookups and binds skip `identity.claims`; a customer's
+events still reach the destination once each and in order, across the switch from the topic to
+the shortcut."""
 
 import asyncio
 import re
@@ -14,6 +15,7 @@ import pytest
 
 from app.broker import free_port, record_counts
 from app.localstack import produce
+from app.partitioner import kafka_hash
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -51,10 +53,15 @@ def braze_sequence(sandbox, customer: str) -> list[int]:
             if e.get("external_id") == f"B-{customer}" and e.get("name") == "journey_step"]
 
 
-def shortcut_counts(worker) -> dict[str, float]:
+def shortcut_counts(worker, topic: str = "events.normalized") -> dict[str, float]:
     text = httpx.get(f"{worker.url}/metrics", timeout=5).text
-    return {path: float(value) for path, value in re.findall(
-        r'^relay_identity_shortcut_total\{path="(\w+)"\} ([0-9.e+]+)$', text, re.M)}
+    return {path: float(value) for path, name, value in re.findall(
+        r'^relay_identity_shortcut_total\{path="(\w+)",topic="([\w.]+)"\} ([0-9.e+]+)$',
+        text, re.M) if name == topic}
+
+
+def partition(key: str, partitions: int = 4) -> int:
+    return kafka_hash(key.encode()) % partitions
 
 
 def records(broker) -> dict[str, int]:
@@ -97,5 +104,25 @@ def test_events_skip_the_topic_once_caught_up_and_keep_their_order(
     assert after["local"] - before.get("local", 0) == 20 * len(customers)
     assert after.get("topic", 0) == before.get("topic", 0)
     # ... and found every profile through its own identity partition: no hop to another one.
+    assert records(broker) == counts
+
+    # New customers: the lookup of their other identifier and the binds of both identifiers
+    # run at those identifiers' partitions here (identity.claims), no record written either.
+    # (Drawn so that their identifiers fall in partitions the waves above opened: a partition
+    # nobody sent anything to yet takes its first record through the topic.)
+    claims_before = shortcut_counts(worker, "identity.claims").get("local", 0)
+    opened = {partition(f"customer_id:{c}") for c in customers}
+    bound = opened | {partition(f"braze_external_id:B-{c}") for c in customers}
+    newcomers = []
+    while len(newcomers) < 6:
+        c = f"N-{uuid.uuid4().hex[:8]}"
+        if partition(f"customer_id:{c}") in opened and partition(f"braze_external_id:B-{c}") in bound:
+            newcomers.append(c)
+    asyncio.run(produce(broker.bootstrap, [trigger(c, n) for n in range(3) for c in newcomers]))
+    for c in newcomers:
+        wait_until(lambda c=c: len(braze_sequence(sandbox, c)) >= 3, 90, what=f"{c} delivered")
+        assert braze_sequence(sandbox, c) == [0, 1, 2], c
+    wait_until(lambda: shortcut_counts(worker, "identity.claims").get("local", 0)
+               >= claims_before + 3 * len(newcomers), 30, what="lookups and binds run here")
     assert records(broker) == counts
     worker.stop()
