@@ -524,6 +524,8 @@ async def run_bench(args) -> dict[str, Any]:
             row = phase[dest]
             if row["deliveries"]:
                 figures[f"requests_per_event_{dest}"] = round(row["requests"] / row["deliveries"], 4)
+        log("deliveries/requests by destination: " + ", ".join(
+            f"{dest} {row['deliveries']}/{row['requests']}" for dest, row in sorted(phase.items())))
         written = {t: n - records_before.get(t, 0) for t, n in
                    (await record_counts(bootstrap)).items() if n > records_before.get(t, 0)}
         figures["kafka_records_per_event"] = round(sum(written.values()) / len(origins), 2)

@@ -35,6 +35,7 @@ class DestinationConfig:
     token: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
     rate_scale: float = 1.0
+    batch_window_s: float | None = None  # <DEST>_BATCH_WINDOW_S; SINK_BATCH_WINDOW_S when unset
 
     @property
     def configured(self) -> bool:
@@ -91,6 +92,11 @@ class Settings:
 
     def destination(self, name: str) -> DestinationConfig:
         return self.destinations.get(name, DestinationConfig())
+
+    def batch_window_s(self, name: str) -> float:
+        """How long a short batch of `name`'s sink waits for more (see SINK_BATCH_WINDOW_S)."""
+        own = self.destination(name).batch_window_s
+        return self.sink_batch_window_s if own is None else own
 
     def with_destinations(self, **dests: DestinationConfig) -> Settings:
         merged = dict(self.destinations)
@@ -213,9 +219,12 @@ def load_destinations(env: Mapping[str, str]) -> dict[str, DestinationConfig]:
                 raw = _url(var, raw, ("http", "https"))
             values[key] = raw
         scale = _float(env, f"{dest.upper()}_RATE_SCALE", 1.0, 0.001, 100.0)
+        window_var = f"{dest.upper()}_BATCH_WINDOW_S"
+        window = _float(env, window_var, 0.0, 0.0, 60.0) if env.get(window_var, "").strip() \
+            else None
         base_url = values.pop("base_url")
         token = values.pop("token")
-        dests[dest] = DestinationConfig(base_url, token, values, scale)
+        dests[dest] = DestinationConfig(base_url, token, values, scale, window)
     return dests
 
 

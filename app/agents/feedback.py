@@ -111,7 +111,7 @@ def install(relay: Relay) -> None:
         return planned
 
     @relay.batch_agent(relay.topic("feedback.insider"), name="feedback-insider",
-                       max_records=BUNDLES_PER_BATCH, linger_s=settings.sink_batch_window_s)
+                       max_records=BUNDLES_PER_BATCH, linger_s=settings.batch_window_s(DESTINATION))
     async def feedback_sink(batches):
         async for records in batches:
             batch = []
@@ -129,8 +129,8 @@ def install(relay: Relay) -> None:
                         else:
                             await relay.send(f"deliveries.{delivery['destination']}", item.key,
                                              delivery)
-            for start in range(0, len(batch), settler.settle_max):
-                await settler.settle(batch[start:start + settler.settle_max])
+            for run in settler.settles(batch):
+                await settler.settle(run)
 
     if poll_s > 0 and maac_config.base_url:
         state: dict = {"sender": None, "last": {}}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -35,10 +36,10 @@ from app.destinations.registry import is_idempotent
 from app.pipeline import delivery_dead_letter, event_age_s, next_attempt
 
 PARKED_REASON = "behind_earlier_retry"
-# A sink settles at most about this many seconds of its destination's documented throughput at
-# once: every delivery of a settle is marked in flight before the first request, so a crash
-# leaves up to that many as `ambiguous_after_crash` for an operator (a batch of 500 one-by-one
-# Attentive calls is over 3 s of its 150/s, and 1,348 ambiguous in a chaos run).
+# A sink settles about this many seconds of deliveries at once (`Pace`; at first, and at most,
+# this long at its destination's documented limits): every delivery of a settle is marked in
+# flight before the first request, so a crash leaves those still unanswered as
+# `ambiguous_after_crash` for an operator.
 SETTLE_WINDOW_S = 1.0
 MIN_SETTLE = 10
 IN_LANE = "in_retry_lane"  # ledger status while the retry lane owns a delivery
@@ -57,6 +58,15 @@ class Settler:
         self.deliverer = Deliverer(IMPLEMENTATIONS[dest], relay.settings, trace_ids=relay.trace_ids)
         self.settle_max = settle_size(IMPLEMENTATIONS[dest], self.deliverer.config.rate_scale,
                                       batch_max or relay.settings.sink_batch_max)
+        self.pace = Pace(self.settle_max)
+
+    def settles(self, batch: list[tuple[Any, dict]]) -> Iterator[list[tuple[Any, dict]]]:
+        """`batch` cut into runs settled one after the other, each as long as `Pace` allows."""
+        start = 0
+        while start < len(batch):
+            size = self.pace.size()
+            yield batch[start:start + size]
+            start += size
 
     def mark(self, key: str, value: dict) -> None:
         """A write-ahead ledger entry for this batch, written by `marks_durable` in the
@@ -146,12 +156,17 @@ class Settler:
         await self.marks_durable()
         metrics.BATCH_SIZE.labels(dest).observe(len(todo))
         logs.bind_event(None, destination=dest, batch_size=len(todo))
-        results = await self.deliverer.deliver(todo)
+        results: list[Outcome] = []
+        started = time.monotonic()
+        async for chunk in self.deliverer.deliver_chunks(todo):
+            async for outcome in in_turns(chunk):
+                bind_event(event_of[outcome.delivery_id])
+                await self.record(outcome, in_lane)
+            results += chunk
+        if not in_lane:
+            self.pace.observe(len(todo), time.monotonic() - started)
         metrics.BREAKER_STATE.labels(dest).set(
             metrics.BREAKER_CODES.get(self.deliverer.breaker.state, 0))
-        async for outcome in in_turns(results):
-            bind_event(event_of[outcome.delivery_id])
-            await self.record(outcome, in_lane)
         if len({outcome.delivery_id for outcome in results}) == len(todo):
             for key, stamp in stamps.items():  # every delivery they list has its outcome now
                 self.intents.settled(key, stamp)
@@ -247,9 +262,35 @@ class Settler:
                                     in_lane=True)
 
 
+class Pace:
+    """How many deliveries a sink settles at once: as many as end within about
+    SETTLE_WINDOW_S, at most `ceiling` (`settle_size`). Every delivery of a settle is marked in
+    flight until its request's chunk ends, and the documented limits overstate what gets
+    through where requests carry one delivery each (MAAC pushes with their own messages) or a
+    destination is slow or failing: 1,000 marked at once left 1,462 `ambiguous_after_crash`
+    in a chaos run of two kills. A settle slower than the window shrinks the next one to what
+    would have fit; a quicker one lets it grow, at most doubling (a small settle's time is
+    mostly the round trip, not a measure of what a full one takes)."""
+
+    def __init__(self, ceiling: int):
+        self.ceiling = ceiling
+        self.current = ceiling
+
+    def size(self) -> int:
+        return self.current
+
+    def observe(self, deliveries: int, seconds: float) -> None:
+        if seconds > SETTLE_WINDOW_S:
+            fits = int(deliveries * SETTLE_WINDOW_S / seconds)
+            self.current = max(min(MIN_SETTLE, self.ceiling), fits)
+        else:
+            grown = int(deliveries * min(2.0, SETTLE_WINDOW_S / max(seconds, 1e-3)))
+            self.current = min(self.ceiling, max(self.current, grown))
+
+
 def settle_size(destination, rate_scale: float, batch_max: int) -> int:
-    """Deliveries settled at once: SINK_BATCH_MAX, or about SETTLE_WINDOW_S of what the
-    destination's limits let through when that is less."""
+    """The most deliveries settled at once: SINK_BATCH_MAX, or about SETTLE_WINDOW_S of what
+    the destination's limits let through when that is less."""
     window = int(destination.deliveries_per_s(rate_scale) * SETTLE_WINDOW_S)
     return max(1, min(batch_max, max(MIN_SETTLE, window)))
 
@@ -264,12 +305,12 @@ def _install_destination(relay: Relay, dest: str) -> None:
     settings = relay.settings
 
     @relay.batch_agent(relay.topic(f"deliveries.{dest}"), name=f"sink-{dest}",
-                       max_records=BUNDLES_PER_BATCH, linger_s=settings.sink_batch_window_s)
+                       max_records=BUNDLES_PER_BATCH, linger_s=settings.batch_window_s(dest))
     async def sink(batches):
         async for batch in batches:
             deliveries = await relay.parsed(f"sink-{dest}", batch)
-            for start in range(0, len(deliveries), settler.settle_max):
-                await settler.settle(deliveries[start:start + settler.settle_max])
+            for run in settler.settles(deliveries):
+                await settler.settle(run)
 
     @relay.app.agent(relay.topic(f"deliveries.retry.{dest}"), name=f"retry-{dest}")
     async def retry(stream):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,21 +256,45 @@ class Deliverer:
         await self.sender.close()
 
     async def deliver(self, deliveries: Sequence[Mapping[str, Any]]) -> list[Outcome]:
+        """One outcome per delivery, in the order given."""
         outcomes: dict[str, Outcome] = {}
+        async for chunk in self.deliver_chunks(deliveries):
+            for outcome in chunk:
+                outcomes[outcome.delivery_id] = outcome
+        return [outcomes[d["delivery_id"]] for d in deliveries]
+
+    async def deliver_chunks(self, deliveries: Sequence[Mapping[str, Any]]
+                             ) -> AsyncIterator[list[Outcome]]:
+        """The outcomes of `deliveries` as each request's chunk ends (those invalid first), so
+        a sink records an answered chunk while slower ones are still out: a worker killed then
+        leaves only the unanswered in flight (`ambiguous_after_crash`), not the whole batch."""
+        invalid, chunks = await self._plan(deliveries)
+        if invalid:
+            yield invalid
+        tasks = [asyncio.ensure_future(self._chunk(a, p)) for a, p in chunks]
+        try:
+            for done in asyncio.as_completed(tasks):
+                yield await done
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _plan(self, deliveries: Sequence[Mapping[str, Any]]) -> tuple[list[Outcome], list]:
+        """(outcomes of the deliveries that cannot be sent, [(action, pairs) per request])."""
+        invalid: list[Outcome] = []
         groups: dict[tuple[str, str], list[tuple[Mapping[str, Any], Any]]] = defaultdict(list)
         async for delivery in in_turns(deliveries):
             action = self.destination.actions.get(delivery.get("action", ""))
             if action is None:
-                outcomes[delivery["delivery_id"]] = Outcome(delivery, "failed", "unknown_action")
+                invalid.append(Outcome(delivery, "failed", "unknown_action"))
                 continue
             try:
                 item = action.prepare(delivery, self.config)
             except ItemInvalid as exc:
-                outcomes[delivery["delivery_id"]] = Outcome(delivery, "failed", f"invalid: {exc}")
+                invalid.append(Outcome(delivery, "failed", f"invalid: {exc}"))
                 continue
             except (KeyError, TypeError, ValueError) as exc:
-                outcomes[delivery["delivery_id"]] = Outcome(
-                    delivery, "failed", f"invalid: {type(exc).__name__}")
+                invalid.append(Outcome(delivery, "failed", f"invalid: {type(exc).__name__}"))
                 continue
             groups[(action.name, action.batch_key(delivery))].append((delivery, item))
         chunks = []
@@ -279,11 +303,7 @@ class Deliverer:
             chunks += [(action, chunk) for chunk in pack(
                 pairs, lambda pair, a=action: a.weight(pair[1]),
                 action.max_weight or 2**62, max(1, action.max_batch))]
-        results = await asyncio.gather(*(self._chunk(a, p) for a, p in chunks))
-        for chunk_outcomes in results:
-            for outcome in chunk_outcomes:
-                outcomes[outcome.delivery_id] = outcome
-        return [outcomes[d["delivery_id"]] for d in deliveries]
+        return invalid, chunks
 
     async def _chunk(self, action, pairs) -> list[Outcome]:
         async with self._slots:

@@ -44,3 +44,13 @@ def test_destination_credentials_and_extras():
     assert settings.destination("braze").configured
     assert settings.destination("insider").extra["partner"] == "shop"
     assert settings.broker_url == "kafka://h1:9092;kafka://h2:9092"
+
+
+def test_a_destination_may_have_its_own_batch_window():
+    settings = load_settings({"SINK_BATCH_WINDOW_S": "0.02", "INSIDER_BATCH_WINDOW_S": " 0.5 ",
+                              "BRAZE_BATCH_WINDOW_S": "0"})
+    assert settings.batch_window_s("insider") == 0.5
+    assert settings.batch_window_s("braze") == 0.0  # zero is a value: no waiting at all
+    assert settings.batch_window_s("maac") == 0.02
+    with pytest.raises(ConfigError, match="INSIDER_BATCH_WINDOW_S"):
+        load_settings({"INSIDER_BATCH_WINDOW_S": "soon"})

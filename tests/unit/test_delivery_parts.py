@@ -66,3 +66,24 @@ def test_a_sink_settles_at_most_about_a_second_of_what_its_destination_takes():
     assert settle_size(attentive, 20.0, 1000) == 1000  # SINK_BATCH_MAX caps it
     assert settle_size(DESTINATIONS["insider"], 1.0, 1000) == 1000  # 1,000 users per call
     assert settle_size(DESTINATIONS["air"], 0.01, 1000) == MIN_SETTLE
+
+
+def test_a_sink_settles_what_ends_within_about_a_second_whatever_the_limits_say():
+    from app.agents.sinks import MIN_SETTLE, SETTLE_WINDOW_S, Pace
+
+    pace = Pace(1000)
+    assert pace.size() == 1000  # the documented limits, until a settle says otherwise
+    pace.observe(1000, 6.0 * SETTLE_WINDOW_S)  # one push per call: six seconds in flight
+    assert pace.size() == 166
+    pace.observe(166, 0.5 * SETTLE_WINDOW_S)  # quicker than the window: it may double
+    assert pace.size() == 332
+    pace.observe(3, 0.01)  # a light-load settle: its round trip says nothing of a full one
+    assert pace.size() == 332
+    pace.observe(332, 40.0)  # a destination timing out
+    assert pace.size() == MIN_SETTLE
+    for _ in range(10):
+        pace.observe(pace.size(), 0.1)
+    assert pace.size() == 1000  # back up to the ceiling, never past it
+    small = Pace(4)
+    small.observe(4, 10.0)
+    assert small.size() == 4  # MIN_SETTLE never lifts a sink above its own ceiling

@@ -27,7 +27,8 @@ def known_env_vars() -> set[str]:
     names |= set(re.findall(r'_(?:int|float|bool|file|choice)\(\s*env,\s*"([A-Z][A-Z0-9_]+)"', source))
     names |= set(re.findall(r'_file\("([A-Z][A-Z0-9_]+)"', source))
     for dest, variables in DESTINATION_VARS.items():
-        names |= set(variables.values()) | {f"{dest.upper()}_RATE_SCALE"}
+        names |= set(variables.values()) | {f"{dest.upper()}_RATE_SCALE",
+                                             f"{dest.upper()}_BATCH_WINDOW_S"}
     return names | {"BROKER_FLAVOR", "RELAY_TRACE_IDS"}
 
 
