@@ -309,6 +309,14 @@ def sandbox_totals(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
             for dest, s in stats.items()}
 
 
+def statuses_of(dest: str, after: dict, before: dict) -> dict[str, int]:
+    """A destination's requests by answer status over a phase (429s and 5xx are retried)."""
+    was = (before.get(dest) or {}).get("requests") or {}
+    return {status: n - was.get(status, 0)
+            for status, n in ((after.get(dest) or {}).get("requests") or {}).items()
+            if n > was.get(status, 0)}
+
+
 def diff_totals(after: dict, before: dict) -> dict[str, dict[str, int]]:
     return {dest: {k: v - before.get(dest, {}).get(k, 0) for k, v in row.items()}
             for dest, row in after.items()}
@@ -481,7 +489,8 @@ async def run_bench(args) -> dict[str, Any]:
         # -- one worker from the pre-loaded backlog
         follower = await Follower(bootstrap).start()
         records_before = await record_counts(bootstrap)
-        before = sandbox_totals(await sandbox.get("/_sandbox/stats"))
+        stats_before = await sandbox.get("/_sandbox/stats")
+        before = sandbox_totals(stats_before)
         worker = WorkerProcess(worker_env(app_ids[0]), os.path.join(workdir, "w1"),
                                web_port=web_port).start()
         workers.append(worker)
@@ -510,7 +519,8 @@ async def run_bench(args) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 profiler.kill()
         rate, start, end = follower.rate(origins)
-        after = sandbox_totals(await sandbox.get("/_sandbox/stats"))
+        stats_after = await sandbox.get("/_sandbox/stats")
+        after = sandbox_totals(stats_after)
         phase = diff_totals(after, before)
         delivered = sum(row["deliveries"] for row in phase.values())
         figures["pipeline_per_s"] = round(rate)
@@ -525,7 +535,8 @@ async def run_bench(args) -> dict[str, Any]:
             if row["deliveries"]:
                 figures[f"requests_per_event_{dest}"] = round(row["requests"] / row["deliveries"], 4)
         log("deliveries/requests by destination: " + ", ".join(
-            f"{dest} {row['deliveries']}/{row['requests']}" for dest, row in sorted(phase.items())))
+            f"{dest} {row['deliveries']}/{row['requests']} {statuses_of(dest, stats_after, stats_before)}"
+            for dest, row in sorted(phase.items()) if row["requests"]))
         written = {t: n - records_before.get(t, 0) for t, n in
                    (await record_counts(bootstrap)).items() if n > records_before.get(t, 0)}
         figures["kafka_records_per_event"] = round(sum(written.values()) / len(origins), 2)
