@@ -68,7 +68,7 @@ class Observed:
     routed: dict[str, list] = field(default_factory=dict)
     final: dict[str, str] = field(default_factory=dict)
     retries: int = 0
-    ambiguous: Counter = field(default_factory=Counter)  # reason -> dead letters
+    ambiguous: dict[str, dict[str, str]] = field(default_factory=dict)  # reason -> id -> dest
 
     def add(self, record: Any) -> None:
         for outcome in outcomes_in(record):
@@ -88,7 +88,8 @@ class Observed:
                 else:
                     self.final[record["delivery_id"]] = status
                 if record.get("reason") in AMBIGUOUS:
-                    self.ambiguous[record["reason"]] += 1
+                    self.ambiguous.setdefault(record["reason"], {})[record["delivery_id"]] = \
+                        record.get("destination") or ""
 
     def planned(self) -> dict[str, str]:
         return {d[2]: d[0] for deliveries in self.routed.values() for d in deliveries}
@@ -257,7 +258,9 @@ def figures(cfg: ChaosConfig, tracker: Tracker, observed: Observed, sandbox, dlq
         "deliveries_accepted": sum(1 for d in planned if d in accepted),
         "retries": observed.retries,
         "dead_letters": len(dlq),
-        **{reason: observed.ambiguous[reason] for reason in AMBIGUOUS},
+        **{reason: len(observed.ambiguous.get(reason, {})) for reason in AMBIGUOUS},
+        **{f"{reason}_{dest}": n for reason in AMBIGUOUS
+           for dest, n in sorted(Counter(observed.ambiguous.get(reason, {}).values()).items())},
         "idempotent_repeats": len(harmless),
         "elapsed_s": round(elapsed, 1),
     }

@@ -36,7 +36,6 @@ from app.destinations.base import (
     ItemInvalid,
     ItemResult,
     Reply,
-    pack,
 )
 
 log = structlog.get_logger(__name__)
@@ -296,13 +295,12 @@ class Deliverer:
             except (KeyError, TypeError, ValueError) as exc:
                 invalid.append(Outcome(delivery, "failed", f"invalid: {type(exc).__name__}"))
                 continue
-            groups[(action.name, action.batch_key(delivery))].append((delivery, item))
+            groups[(action.shares or action.name, action.batch_key(delivery))].append(
+                (delivery, item))
         chunks = []
-        for (action_name, _), pairs in groups.items():
-            action = self.destination.actions[action_name]
-            chunks += [(action, chunk) for chunk in pack(
-                pairs, lambda pair, a=action: a.weight(pair[1]),
-                action.max_weight or 2**62, max(1, action.max_batch))]
+        for pairs in groups.values():
+            action = self.destination.actions[pairs[0][0]["action"]]
+            chunks += [(action, chunk) for chunk in action.pack_requests(pairs)]
         return invalid, chunks
 
     async def _chunk(self, action, pairs) -> list[Outcome]:
@@ -328,7 +326,8 @@ class Deliverer:
                 if result.status == "auth":
                     self._pause(result)
                     retry.append((delivery, item, result))
-                elif result.status == "retry" and result.unanswered and not action.idempotent:
+                elif result.status == "retry" and result.unanswered and not self._idempotent(
+                        delivery):
                     unanswered += 1
                     done.append(Outcome(delivery, "failed", NO_ANSWER, result.http_status,
                                         attempts=attempt, detail=result.reason))
@@ -348,6 +347,10 @@ class Deliverer:
             await asyncio.sleep(max(wait, full_jitter(
                 attempt, self.settings.retry_base_s, self.settings.retry_max_s)))
         return done
+
+    def _idempotent(self, delivery: Mapping[str, Any]) -> bool:
+        """Per delivery: a chunk may hold several actions (`Action.shares`)."""
+        return self.destination.actions[delivery["action"]].idempotent
 
     def _pause(self, result: ItemResult) -> None:
         if time.monotonic() >= self.breaker.paused_until:

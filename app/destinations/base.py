@@ -157,6 +157,17 @@ class Action:
         """Deliveries with equal keys may share a request (e.g. same campaign id)."""
         return ""
 
+    # Actions of one destination with the same `shares` travel in one request (Braze's three
+    # /users/track arrays): their deliveries are grouped, chunked and performed together by
+    # whichever of them comes first, so they must agree on `pack_requests`, `perform` and `limit`.
+    shares: str = ""
+
+    def pack_requests(self, pairs: list[tuple[Any, Any]]) -> list[list[tuple[Any, Any]]]:
+        """The requests a group of (delivery, prepared item) pairs is sent in, one per chunk:
+        at most `max_batch` items and `max_weight` of their `weight`."""
+        return pack(pairs, lambda pair: self.weight(pair[1]), self.max_weight or 2**62,
+                    max(1, self.max_batch))
+
     def prepare(self, delivery: Mapping[str, Any], config: DestinationConfig) -> Any:
         """Map one delivery to the item the request carries. Raise ItemInvalid for bad input."""
         raise NotImplementedError

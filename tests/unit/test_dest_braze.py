@@ -2,7 +2,8 @@ import pytest
 
 from app.config import DestinationConfig
 from app.destinations.base import ItemInvalid, Reply
-from app.destinations.braze import DESTINATION, pack
+from app.destinations.base import pack
+from app.destinations.braze import DESTINATION
 
 CONFIG = DestinationConfig("http://braze.test", "key")
 ACTIONS = DESTINATION.actions
@@ -144,6 +145,32 @@ def test_track_partial_errors_only_fail_indexed_items():
         {"type": "invalid", "input_array": "attributes", "index": 0}]})
     assert [r.status for r in action.interpret(reply, items)] == [
         "delivered", "delivered", "failed", "delivered"]
+
+
+def test_attributes_events_and_purchases_share_a_request_with_75_objects_per_array():
+    """One /users/track request carries all three arrays; a batch used to take three."""
+    attributes, event, purchase = (ACTIONS[n] for n in (
+        "track_attributes", "track_event", "track_purchase"))
+    assert attributes.shares == event.shares == purchase.shares
+    pairs = ([({"n": f"e{i}"}, {"array": "events", "objects": [{"e": i}]}) for i in range(70)]
+             + [({"n": "a0"}, {"array": "attributes", "objects": [{"a": 0}]})]
+             + [({"n": "p0"}, {"array": "purchases", "objects": [{"p": k} for k in range(40)]})]
+             + [({"n": f"e{i}"}, {"array": "events", "objects": [{"e": i}]}) for i in range(70, 76)])
+    chunks = event.pack_requests(pairs)
+    # consecutive (order kept), cut where an array would pass 75; attributes first in each
+    assert [[d["n"] for d, _ in c][:2] for c in chunks] == [["a0", "e0"], ["e75"]]
+    assert [len(c) for c in chunks] == [77, 1]
+    request = event.request([item for _, item in chunks[0]], CONFIG)
+    assert {k: len(v) for k, v in request.json.items()} == {
+        "attributes": 1, "events": 75, "purchases": 40}
+    items = [item for _, item in chunks[0]]
+    reply = Reply(200, {}, {"message": "success", "errors": [
+        {"type": "bad", "input_array": "events", "index": 3},
+        {"type": "bad", "input_array": "purchases", "index": 39},
+        {"type": "odd", "index": 0}]})  # no array named: index 0 of every array fails
+    failed = [i for i, r in enumerate(event.interpret(reply, items)) if r.status == "failed"]
+    # item 0: attributes[0]; 1: events[0]; 4: events[3]; 76: the purchase (objects 0-39)
+    assert failed == [0, 1, 4, 76]
 
 
 @pytest.mark.parametrize("status,expected", [

@@ -40,13 +40,13 @@ from app.destinations.base import (
     ItemResult,
     Reply,
     classify,
-    pack,
     short,
 )
 from app.destinations.braze import wallet as wallets
 from app.destinations.mapping import get_path, resolve, resolve_present
 
 MAX_OBJECTS = 75  # objects per array in one /users/track request
+ARRAY_ORDER = {"attributes": 0, "events": 1, "purchases": 2}
 MAX_RECIPIENTS = 50  # recipients per trigger send
 MAX_PURCHASE_QUANTITY = 100
 MAX_CANVAS_ENTRY_BYTES = 50 * 1024
@@ -78,49 +78,83 @@ def _mapping(params: Mapping[str, Any], key: str, envelope: Mapping[str, Any]) -
 
 
 class _Track(Action):
-    """Base for the `/users/track` actions.
+    """Base for the `/users/track` actions, which share their requests (`shares`).
 
-    An item is ``{"objects": [...]}``: the objects it contributes to the one array this action
-    fills. The delivery core packs chunks so that ``sum(weight(item)) <= max_weight`` (75
-    objects) per `perform` call, so each call is one request; `perform` still packs defensively
-    (never splitting an item) when called directly with a larger batch.
-    Partial failures (``errors[].index``) map back to the item owning the object.
+    An item is ``{"array": "attributes" | "events" | "purchases", "objects": [...]}``: the
+    objects it contributes to that array. One request carries all three arrays, at most 75
+    objects in each (`chunks`), so attributes, events and purchases of a batch travel together
+    rather than in three requests; each `perform` call is one request (it still packs
+    defensively, never splitting an item, when called directly with a larger batch).
+    Partial failures (``errors[].input_array`` and ``index``) map back to the item owning the
+    object; an error naming no array fails that index in every array of the request (a
+    rejection is never taken for a success).
     """
 
     array = ""
     max_batch = MAX_OBJECTS
     max_weight = MAX_OBJECTS  # array slots per request
     limit = "track"
+    shares = "users/track"
 
     @staticmethod
     def weight(item: Mapping[str, Any]) -> int:
         """Array slots the item takes (a purchase delivery may take several)."""
         return len(item["objects"])
 
+    def _array(self, item: Mapping[str, Any]) -> str:
+        return item.get("array") or self.array
+
+    def pack_requests(self, pairs):
+        """Each chunk in the order Braze reads the arrays (attributes, events, purchases), so
+        a customer's attributes are set before their event in the same request is handled,
+        and the deliveries are listed in the order of the request's objects."""
+        return [sorted(chunk, key=lambda pair: ARRAY_ORDER.get(self._array(pair[1]), 3))
+                for chunk in self._pack(pairs, lambda pair: pair[1])]
+
+    def _pack(self, entries: Sequence[Any], item_of) -> list[list[Any]]:
+        """Consecutive chunks with at most 75 objects in each array."""
+        chunks: list[list[Any]] = []
+        chunk: list[Any] = []
+        used: dict[str, int] = {}
+        for entry in entries:
+            item = item_of(entry)
+            array, n = self._array(item), self.weight(item)
+            if chunk and used.get(array, 0) + n > MAX_OBJECTS:
+                chunks.append(chunk)
+                chunk, used = [], {}
+            chunk.append(entry)
+            used[array] = used.get(array, 0) + n
+        if chunk:
+            chunks.append(chunk)
+        return chunks
+
     def request(self, items: Sequence[Any], config: Any) -> HttpRequest:
-        objects = [obj for item in items for obj in item["objects"]]
-        if len(objects) > MAX_OBJECTS:
-            raise ValueError("more than 75 objects in one /users/track request")
-        return HttpRequest("POST", "/users/track", json={self.array: objects}, limit=self.limit)
+        arrays: dict[str, list] = {}
+        for item in items:
+            arrays.setdefault(self._array(item), []).extend(item["objects"])
+        if any(len(objects) > MAX_OBJECTS for objects in arrays.values()):
+            raise ValueError("more than 75 objects in one /users/track array")
+        return HttpRequest("POST", "/users/track", json=arrays, limit=self.limit)
 
     def interpret(self, reply: Reply, items: Sequence[Any]) -> list[ItemResult]:
         if not reply.ok:
             return [classify(reply)] * len(items)
         body = reply.body if isinstance(reply.body, Mapping) else {}
-        failed: dict[int, str] = {}
+        failed: dict[tuple[str | None, int], str] = {}
         for error in body.get("errors") or []:
             if not isinstance(error, Mapping):
                 continue
-            if error.get("input_array") not in (None, self.array):
-                continue
             index = error.get("index")
             if isinstance(index, int):
-                failed[index] = str(error.get("type") or "rejected")
-        results, offset = [], 0
+                failed[(error.get("input_array"), index)] = str(error.get("type") or "rejected")
+        results, offsets = [], {}
         for item in items:
-            count = len(item["objects"])
-            bad = [failed[i] for i in range(offset, offset + count) if i in failed]
-            offset += count
+            array, count = self._array(item), len(item["objects"])
+            start = offsets.get(array, 0)
+            offsets[array] = start + count
+            bad = [failed.get((array, i)) or failed[(None, i)]
+                   for i in range(start, start + count)
+                   if (array, i) in failed or (None, i) in failed]
             if bad:
                 results.append(ItemResult("failed", f"braze_error: {bad[0]}"[:200],
                                           reply.status, detail=short(bad)))
@@ -130,7 +164,7 @@ class _Track(Action):
 
     async def perform(self, send, items, config) -> list[ItemResult]:
         results: list[ItemResult] = []
-        for chunk in pack(items, self.weight, self.max_weight, self.max_batch):
+        for chunk in self._pack(items, lambda item: item):
             reply = await send(self.request(chunk, config))
             results.extend(self.interpret(reply, chunk))
         return results
@@ -149,7 +183,7 @@ class TrackAttributes(_Track):
         obj = {**_identify(envelope), **attributes}
         if params.get("update_existing_only"):
             obj["_update_existing_only"] = True
-        return {"objects": [obj]}
+        return {"array": self.array, "objects": [obj]}
 
 
 class TrackEvent(_Track):
@@ -165,7 +199,7 @@ class TrackEvent(_Track):
         properties["event_id"] = envelope.get("event_id")
         obj = {**_identify(envelope), "name": name, "time": envelope.get("occurred_at"),
                "properties": properties}
-        return {"objects": [obj]}
+        return {"array": self.array, "objects": [obj]}
 
 
 _PRODUCT_FIELDS = ("product_id", "upc", "sku")
@@ -232,7 +266,7 @@ class TrackPurchase(_Track):
             raise ItemInvalid("no purchasable basket lines")
         if len(objects) > MAX_OBJECTS:
             raise ItemInvalid("basket needs more than 75 purchase objects")
-        return {"objects": objects}
+        return {"array": self.array, "objects": objects}
 
 
 class _Trigger(Action):
