@@ -1,8 +1,7 @@
 import pytest
 
 from app.config import DestinationConfig
-from app.destinations.base import ItemInvalid, Reply
-from app.destinations.base import pack
+from app.destinations.base import ItemInvalid, Reply, pack
 from app.destinations.braze import DESTINATION
 
 CONFIG = DestinationConfig("http://braze.test", "key")
