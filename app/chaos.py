@@ -84,7 +84,10 @@ class Observed:
                 # A copy skipped as a duplicate says nothing about how the delivery itself ended.
                 status = record.get("status", "")
                 if status == "duplicate_skipped":
-                    self.final.setdefault(record["delivery_id"], status)
+                    # the ledger's status: the delivery's own outcome record may have been
+                    # lost in a kill after the status was durable
+                    self.final.setdefault(record["delivery_id"],
+                                          record.get("ledger_status") or status)
                 else:
                     self.final[record["delivery_id"]] = status
                 if record.get("reason") in AMBIGUOUS:

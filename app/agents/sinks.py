@@ -54,6 +54,7 @@ class Settler:
         self.ledger = relay.table("ledger")
         self.intents = Intents(self.ledger, put=self.mark)
         self._marks: list[asyncio.Future] = []  # this batch's write-ahead records in flight
+        self._dead_letters: list[tuple] = []  # (event, delivery id, ledger entry, DLQ future)
         self.parked = relay.table("parked")  # "<dest>|<customer key>" -> items in the retry lane
         self.deliverer = Deliverer(IMPLEMENTATIONS[dest], relay.settings, trace_ids=relay.trace_ids)
         self.settle_max = settle_size(IMPLEMENTATIONS[dest], self.deliverer.config.rate_scale,
@@ -85,6 +86,18 @@ class Settler:
             futures.append(await self.relay.put(self.ledger, key, value))
         if futures:
             await asyncio.gather(*futures)
+
+    async def dead_letters_durable(self) -> None:
+        """Write the ledger statuses of this settle's dead letters once the broker has the
+        dead-letter records. A status written first could outlive its record in a crash, and
+        the delivery's source record, read again, would be skipped as settled: lost."""
+        if not self._dead_letters:
+            return
+        waiting, self._dead_letters = self._dead_letters, []
+        await asyncio.gather(*(future for *_, future in waiting))
+        for event, delivery_id, entry, _ in waiting:
+            bind_event(event)
+            await self.set_status(delivery_id, entry)
 
     async def set_status(self, delivery_id: str, status: dict) -> None:
         await self.relay.put(self.ledger, delivery_id, status)
@@ -127,8 +140,11 @@ class Settler:
                 metrics.LEDGER_HITS.labels(dest).inc()
                 if in_lane:
                     await self._lane_add(delivery, -1)
+                # How it ended, for readers of relay.outcomes: a crash can lose the outcome
+                # record of a delivery whose ledger status survived.
                 await relay.emit("deliver", "duplicate_skipped", destination=dest,
-                                 delivery_id=delivery_id, event_id=delivery["event_id"])
+                                 delivery_id=delivery_id, event_id=delivery["event_id"],
+                                 ledger_status=status)
                 continue
             event_of[delivery_id] = event
             if status == SENDING and not (relay.settings.resend_idempotent_after_crash
@@ -151,6 +167,7 @@ class Settler:
                 # re-driven): a listed delivery that has a status counts as no longer in flight.
                 self.mark(delivery_id, {"status": SENDING, "at": time.time()})
         if not todo:
+            await self.dead_letters_durable()
             return []
         stamps = self.write_intents(to_mark, in_flight)
         await self.marks_durable()
@@ -167,6 +184,7 @@ class Settler:
             self.pace.observe(len(todo), time.monotonic() - started)
         metrics.BREAKER_STATE.labels(dest).set(
             metrics.BREAKER_CODES.get(self.deliverer.breaker.state, 0))
+        await self.dead_letters_durable()
         if len({outcome.delivery_id for outcome in results}) == len(todo):
             for key, stamp in stamps.items():  # every delivery they list has its outcome now
                 self.intents.settled(key, stamp)
@@ -217,17 +235,22 @@ class Settler:
         delivery = outcome.delivery
         status = status or outcome.status
         key = delivery.get("customer_key") or ""
+        dead_letter = None
         if status in ("failed", "dead_lettered", "retry"):
             status = "dead_lettered"
             metrics.DLQ.labels(dest, outcome.reason.split(":")[0][:40]).inc()
-            await relay.send("deliveries.dlq", key, delivery_dead_letter(
+            dead_letter = await relay.send("deliveries.dlq", key, delivery_dead_letter(
                 delivery, outcome.reason, int(delivery.get("attempt", 0)) + outcome.attempts,
                 outcome.detail))
         if in_lane:
             await self._lane_add(delivery, -1)
         # An ambiguous item stays settled for replays; only `relay dlq redrive` sends it again.
         ledger_status = outcome.reason if outcome.reason in AMBIGUOUS else status
-        await self.set_status(outcome.delivery_id, {"status": ledger_status, "at": time.time()})
+        entry = {"status": ledger_status, "at": time.time()}
+        if dead_letter is None:
+            await self.set_status(outcome.delivery_id, entry)
+        else:
+            self._dead_letters.append((current_event(), outcome.delivery_id, entry, dead_letter))
         metrics.OUTCOMES.labels(dest, delivery["action"], status).inc()
         age = event_age_s(delivery.get("envelope") or {})
         if status == "delivered" and age is not None:
@@ -255,6 +278,7 @@ class Settler:
             if not budget_left and not outcome.reason.startswith(PAUSED):
                 bind_event(event)
                 await self.finish(outcome, in_lane=True, status="dead_lettered")
+                await self.dead_letters_durable()
                 await self.relay.app.producer.flush()
                 return
             metrics.RETRIES.labels(self.dest, "topic").inc()
