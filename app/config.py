@@ -280,7 +280,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", 10.0, 0.1, 300.0),
         # Kafka answers a waiting fetch as soon as records arrive; the embedded broker only when
         # the wait is over, so there every hop can cost the whole wait.
-        fetch_max_wait_ms=_int(env, "FETCH_MAX_WAIT_MS", 50 if broker_is_tansu(env) else 500,
+        fetch_max_wait_ms=_int(env, "FETCH_MAX_WAIT_MS", 20 if broker_is_tansu(env) else 500,
                                1, 10000),
         event_loop=event_loop,
         topic_retry_max=_int(env, "TOPIC_RETRY_MAX", 5, 0, 100),

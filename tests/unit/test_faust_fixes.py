@@ -157,5 +157,5 @@ async def test_worker_consumer_fetch_wait_is_capped(tmp_path):
     consumer = thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 40
     # Kafka answers waiting fetches early: only the embedded broker needs the short wait.
-    assert load_settings({"BROKER_FLAVOR": "tansu"}).fetch_max_wait_ms == 50
+    assert load_settings({"BROKER_FLAVOR": "tansu"}).fetch_max_wait_ms == 20
     assert load_settings({}).fetch_max_wait_ms == 500
