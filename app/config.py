@@ -93,10 +93,15 @@ class Settings:
     def destination(self, name: str) -> DestinationConfig:
         return self.destinations.get(name, DestinationConfig())
 
-    def batch_window_s(self, name: str) -> float:
-        """How long a short batch of `name`'s sink waits for more (see SINK_BATCH_WINDOW_S)."""
+    def batch_window_s(self, name: str, gathers: bool = True) -> float:
+        """How long a short batch of `name`'s sink waits for more: <DEST>_BATCH_WINDOW_S, else
+        SINK_BATCH_WINDOW_S where requests carry several deliveries (`gathers`), else nothing:
+        one delivery per request leaves nothing to gather, and the wait was only latency
+        (Attentive's deliveries: 95-109 ms p50 in the sink stage with it, 45-52 without)."""
         own = self.destination(name).batch_window_s
-        return self.sink_batch_window_s if own is None else own
+        if own is not None:
+            return own
+        return self.sink_batch_window_s if gathers else 0.0
 
     def with_destinations(self, **dests: DestinationConfig) -> Settings:
         merged = dict(self.destinations)

@@ -312,6 +312,11 @@ class Pace:
             self.current = min(self.ceiling, max(self.current, grown))
 
 
+def gathers(destination) -> bool:
+    """Whether some of its requests carry several deliveries."""
+    return any(action.max_batch > 1 for action in destination.actions.values())
+
+
 def settle_size(destination, rate_scale: float, batch_max: int) -> int:
     """The most deliveries settled at once: SINK_BATCH_MAX, or about SETTLE_WINDOW_S of what
     the destination's limits let through when that is less."""
@@ -327,9 +332,10 @@ def install(relay: Relay) -> None:
 def _install_destination(relay: Relay, dest: str) -> None:
     settler = Settler(relay, dest)
     settings = relay.settings
+    window_s = settings.batch_window_s(dest, gathers=gathers(IMPLEMENTATIONS[dest]))
 
     @relay.batch_agent(relay.topic(f"deliveries.{dest}"), name=f"sink-{dest}",
-                       max_records=BUNDLES_PER_BATCH, linger_s=settings.batch_window_s(dest))
+                       max_records=BUNDLES_PER_BATCH, linger_s=window_s)
     async def sink(batches):
         async for batch in batches:
             deliveries = await relay.parsed(f"sink-{dest}", batch)

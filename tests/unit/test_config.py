@@ -52,5 +52,7 @@ def test_a_destination_may_have_its_own_batch_window():
     assert settings.batch_window_s("insider") == 0.5
     assert settings.batch_window_s("braze") == 0.0  # zero is a value: no waiting at all
     assert settings.batch_window_s("maac") == 0.02
+    assert settings.batch_window_s("attentive", gathers=False) == 0.0  # one per request
+    assert settings.batch_window_s("insider", gathers=False) == 0.5  # its own, when set
     with pytest.raises(ConfigError, match="INSIDER_BATCH_WINDOW_S"):
         load_settings({"INSIDER_BATCH_WINDOW_S": "soon"})

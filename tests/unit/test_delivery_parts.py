@@ -87,3 +87,11 @@ def test_a_sink_settles_what_ends_within_about_a_second_whatever_the_limits_say(
     small = Pace(4)
     small.observe(4, 10.0)
     assert small.size() == 4  # MIN_SETTLE never lifts a sink above its own ceiling
+
+
+def test_only_destinations_whose_requests_carry_several_deliveries_wait_to_gather_them():
+    from app.agents.sinks import gathers
+    from app.destinations.registry import DESTINATIONS
+
+    assert {name for name, dest in DESTINATIONS.items() if gathers(dest)} == {
+        "braze", "insider", "maac"}
