@@ -57,9 +57,8 @@ class Settler:
         self._dead_letters: list[tuple] = []  # (event, delivery id, ledger entry, DLQ future)
         self.parked = relay.table("parked")  # "<dest>|<customer key>" -> items in the retry lane
         self.deliverer = Deliverer(IMPLEMENTATIONS[dest], relay.settings, trace_ids=relay.trace_ids)
-        self.settle_max = settle_size(IMPLEMENTATIONS[dest], self.deliverer.config.rate_scale,
-                                      batch_max or relay.settings.sink_batch_max)
-        self.pace = Pace(self.settle_max)
+        self.pace = Pace(settle_size(IMPLEMENTATIONS[dest], self.deliverer.config.rate_scale,
+                                     batch_max or relay.settings.sink_batch_max))
 
     def settles(self, batch: list[tuple[Any, dict]]) -> Iterator[list[tuple[Any, dict]]]:
         """`batch` cut into runs settled one after the other, each as long as `Pace` allows."""

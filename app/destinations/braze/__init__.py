@@ -82,7 +82,7 @@ class _Track(Action):
 
     An item is ``{"array": "attributes" | "events" | "purchases", "objects": [...]}``: the
     objects it contributes to that array. One request carries all three arrays, at most 75
-    objects in each (`chunks`), so attributes, events and purchases of a batch travel together
+    objects in each (`pack_requests`), so attributes, events and purchases of a batch travel together
     rather than in three requests; each `perform` call is one request (it still packs
     defensively, never splitting an item, when called directly with a larger batch).
     Partial failures (``errors[].input_array`` and ``index``) map back to the item owning the

@@ -26,6 +26,7 @@ from app.destinations.base import (
     ItemResult,
     Reply,
     classify,
+    pack,
     short,
 )
 from app.destinations.mapping import resolve, resolve_present
@@ -149,24 +150,9 @@ class Upsert(Action):
                 results.append(ItemResult("delivered", "", reply.status))
         return results
 
-    def chunks(self, items: Sequence[Any]) -> list[list[Any]]:
-        out: list[list[Any]] = []
-        chunk: list[Any] = []
-        used = 0
-        for item in items:
-            size = self.weight(item)
-            if chunk and (len(chunk) >= self.max_batch or used + size > self.max_weight):
-                out.append(chunk)
-                chunk, used = [], 0
-            chunk.append(item)
-            used += size
-        if chunk:
-            out.append(chunk)
-        return out
-
     async def perform(self, send, items, config) -> list[ItemResult]:
         results: list[ItemResult] = []
-        for chunk in self.chunks(items):
+        for chunk in pack(items, self.weight, self.max_weight, self.max_batch):
             reply = await send(self.request(chunk, config))
             results.extend(self.interpret(reply, chunk))
         return results
