@@ -19,3 +19,14 @@ def test_freezing_moves_live_objects_out_of_the_collectors_reach():
         assert not any(id(obj) in walked for obj in kept)
     finally:
         gc.unfreeze()
+
+
+def test_a_worker_collects_the_young_generation_less_often():
+    before = gc.get_threshold()
+    try:
+        from app.heap import YOUNG_THRESHOLD, collect_less_often
+
+        collect_less_often()
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD > before[0]
+    finally:
+        gc.set_threshold(*before)
