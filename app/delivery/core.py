@@ -143,6 +143,9 @@ class HttpSender:
                                              sock_read=settings.request_timeout_s)
         self.headers = {"User-Agent": "loyalty-relay/0.1", **destination.auth_headers(config)}
         self._session: aiohttp.ClientSession | None = None
+        # The labelled metric children, looked up once rather than on every request.
+        self._outcomes: dict[str, Any] = {}
+        self._seconds = metrics.REQUEST_SECONDS.labels(destination.name)
 
     def session(self) -> aiohttp.ClientSession:
         """The connection pool, made on first use: aiohttp binds it to the running loop."""
@@ -169,14 +172,7 @@ class HttpSender:
         return request.path if "://" in request.path else self.base_url + request.path
 
     async def send(self, request: HttpRequest, relay_ids: Sequence[str] = ()) -> Reply:
-        body = request.json
-        if self.trace_ids and relay_ids and isinstance(body, dict):
-            body = {**body, "_relay_ids": list(relay_ids)}
-        content = orjson.dumps(body) if body is not None else b""
-        headers = {"Content-Type": "application/json", **request.headers} if body is not None \
-            else dict(request.headers)
-        if self.destination.sign:
-            headers.update(self.destination.sign(self.config, request, content))
+        content, headers = self._encode(request, relay_ids)
         waited = await self.bucket(request.limit).acquire()
         if waited:
             metrics.RATE_LIMIT_WAIT.labels(self.destination.name).inc(waited)
@@ -186,22 +182,47 @@ class HttpSender:
                     request.method, self.url(request), data=content or None,
                     params=query(request.params), headers=headers) as response:
                 raw = await response.read()
-                status, reply_headers = response.status, dict(response.headers)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             label, maybe_sent = transport_failure(exc)
             unanswered = maybe_sent and request.delivers and request.method not in ("GET", "HEAD")
             return self._observe(Reply(0, {}, None, label, unanswered), started)
-        reply = Reply(status, reply_headers, parse_body(raw))
+        # The answer's own headers (read-only, case-insensitive), not a copy: only Retry-After
+        # and X-RateLimit-Reset are ever read from them.
+        reply = Reply(response.status, response.headers, parse_body(raw))
         if reply.status == 429:
             from app.destinations.base import retry_after
 
             self.bucket(request.limit).penalize(retry_after(reply) or 1.0)
         return self._observe(reply, started)
 
+    def _encode(self, request: HttpRequest, relay_ids: Sequence[str]
+                ) -> tuple[bytes, Mapping[str, str]]:
+        """(body as sent, b"" for none; the request's own headers). The session adds
+        User-Agent and auth; the headers are handed to aiohttp, which copies them, so the
+        common case shares one dict instead of building one per request."""
+        body = request.json
+        if self.trace_ids and relay_ids and isinstance(body, dict):
+            body = {**body, "_relay_ids": list(relay_ids)}
+        if body is None:
+            content, headers = b"", request.headers
+        else:
+            content = orjson.dumps(body)
+            headers = {**JSON_HEADERS, **request.headers} if request.headers else JSON_HEADERS
+        if self.destination.sign:
+            headers = {**headers, **self.destination.sign(self.config, request, content)}
+        return content, headers
+
     def _observe(self, reply: Reply, started: float) -> Reply:
-        metrics.REQUESTS.labels(self.destination.name, outcome_label(reply)).inc()
-        metrics.REQUEST_SECONDS.labels(self.destination.name).observe(time.perf_counter() - started)
+        label = outcome_label(reply)
+        requests = self._outcomes.get(label)
+        if requests is None:
+            requests = self._outcomes[label] = metrics.REQUESTS.labels(self.destination.name, label)
+        requests.inc()
+        self._seconds.observe(time.perf_counter() - started)
         return reply
+
+
+JSON_HEADERS: Mapping[str, str] = {"Content-Type": "application/json"}
 
 
 def query(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
