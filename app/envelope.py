@@ -78,10 +78,18 @@ def _utc_iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# isoformat is the slow part (~1 us) and an event's time is formatted several times: in its
-# envelope, the envelopes derived from it and attributes such as `last_purchase_at`. Small on
-# purpose, like the one below: the repeats are within a record or among a few shared dates.
-_utc_iso_of_utc = functools.lru_cache(maxsize=1024)(_utc_iso)
+def _format_utc(value: datetime) -> str:
+    """`_utc_iso` of a UTC datetime, formatted field by field: the same text as
+    `isoformat(timespec="milliseconds")` (milliseconds truncated) at about half its cost."""
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond // 1000)
+
+
+# Formatting is the slow part and an event's time is formatted several times: in its envelope,
+# the envelopes derived from it and attributes such as `last_purchase_at`. Small on purpose, like
+# the one below: the repeats are within a record or among a few shared dates.
+_utc_iso_of_utc = functools.lru_cache(maxsize=1024)(_format_utc)
 
 
 def parse_time(raw: Any) -> datetime:
@@ -138,8 +146,12 @@ def make_envelope(
     if not source_id:
         raise Rejected("missing_field", "no source id to derive the event id from")
     when = parse_time(occurred_at) if isinstance(occurred_at, str) else occurred_at
-    # `v or ...`: a truthy identifier is never empty, only falsy ones need the comparisons.
-    ids = {k: v for k, v in (identities or {}).items() if v or v not in (None, "", [], {})}
+    if not identities:
+        ids = {}
+    elif all(identities.values()):  # the normalizers' own maps: no empty value, a plain copy
+        ids = dict(identities)
+    else:  # `v or ...`: a truthy identifier is never empty, only falsy ones need the comparisons
+        ids = {k: v for k, v in identities.items() if v or v not in (None, "", [], {})}
     return {
         "event_id": event_id_for(source, source_id),
         "type": type,

@@ -150,12 +150,33 @@ def parse_body(raw: Any) -> Any:
     return raw
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
     type: str
     operation: str
     value: dict
     raw_type: str
+
+
+def operation_names(item: Mapping) -> tuple[str, str, str]:
+    """(object type as sent, its one form, operation in upper case) of an atomic operation."""
+    raw_type = item.get("objectType")
+    operation = item.get("operationType")
+    if type(raw_type) is str and raw_type and type(operation) is str and operation:
+        return _operation_names(raw_type, operation)  # the usual spelling: one lookup
+    raw_type = first(item, "objectType", "object_type", "ObjectType")
+    operation = first(item, "operationType", "operation_type")
+    return _names_of(text(raw_type) or "", text(operation) or "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _operation_names(raw_type: str, operation: str) -> tuple[str, str, str]:
+    # A few dozen (object type, operation) pairs, met in every document.
+    return _names_of(raw_type.strip(), operation.strip())
+
+
+def _names_of(raw_type: str, operation: str) -> tuple[str, str, str]:
+    return raw_type, object_type(raw_type), operation.upper()
 
 
 class AirDoc:
@@ -179,15 +200,17 @@ class AirDoc:
         self.response = as_dict(parse_body(doc.get("response")))
         self.request_body = parse_body(self.request.get("body"))
         self.response_body = parse_body(self.response.get("body"))
+        self._bodies = [b for b in (self.response_body, self.request_body) if isinstance(b, dict)]
         self.ops: list[Op] = []
         for item in as_list(parse_body(doc.get("atomicOperations"))):
             item = parse_body(item)
             if not is_mapping(item):
                 continue
-            raw_type = text(first(item, "objectType", "object_type", "ObjectType")) or ""
-            kind = object_type(raw_type)
-            operation = (text(first(item, "operationType", "operation_type")) or "").upper()
+            raw_type, kind, operation = operation_names(item)
             value = parse_body(item.get("objectValue"))
+            if type(value) is dict:  # nearly always: one object
+                self.ops.append(Op(kind, operation, value, raw_type))
+                continue
             # A list of objects is several operations of the same kind.
             values = value if isinstance(value, list) and value and all(
                 isinstance(v, dict) for v in value) else [value]
@@ -198,24 +221,31 @@ class AirDoc:
                     value=one if isinstance(one, dict) else {"value": one} if one else {},
                     raw_type=raw_type,
                 ))
+        # The values of each object type, in operation order: the handlers ask for them by type.
+        self._by_type: dict[str, list[dict]] = {}
+        for op in self.ops:
+            self._by_type.setdefault(op.type, []).append(op.value)
         self.enrichment = parse_body(doc.get("enrichmentData"))
         self.occurred_at = self._occurred_at()
         self.ids = Identities(settings.default_region)
+        self._contacts: dict[int, list[dict]] = {}
         self.identity_types: list[str] = []
         self.wallet_id = self._collect_identities()
 
     # --- lookups --------------------------------------------------------------------------
 
-    def of(self, *types: str, operation: str | None = None) -> list[dict]:
-        return [op.value for op in self.ops
-                if op.type in types and (operation is None or op.operation == operation)]
+    def of(self, object_type_: str) -> list[dict]:
+        """The values of the operations on one object type, in operation order (the document's
+        own list: read it, don't change it)."""
+        return self._by_type.get(object_type_) or []
 
-    def last(self, *types: str) -> dict:
-        found = self.of(*types)
+    def last(self, object_type_: str) -> dict:
+        found = self._by_type.get(object_type_)
         return found[-1] if found else {}
 
     def bodies(self) -> list[dict]:
-        return [b for b in (self.response_body, self.request_body) if isinstance(b, dict)]
+        """The response and request bodies that are objects (the document's own list)."""
+        return self._bodies
 
     def _occurred_at(self) -> datetime:
         for raw in (self.headers.get("eventDate"), self.headers.get("eventTime"),
@@ -238,24 +268,6 @@ class AirDoc:
     def _identity_records(self) -> tuple[list[Mapping], list[str]]:
         records: list[Mapping] = []  # read only: the document's own records, not copies
         wallet_keys: list[str] = []
-
-        def take(raw: Any) -> None:
-            if isinstance(raw, list):
-                for item in raw:
-                    if is_mapping(item):
-                        if "identities" in item and "type" not in item:
-                            take(item.get("identities"))
-                        else:
-                            records.append(item)
-            elif is_mapping(raw):
-                if "type" in raw and "value" in raw:
-                    records.append(raw)
-                    return
-                for kind, value in raw.items():  # non-standard {"CUSTOMER_ID": "..."} map
-                    for one in as_list(value):
-                        if not isinstance(one, (dict, list)):
-                            records.append({"type": kind, "value": one})
-
         enrichment = self.enrichment
         if is_mapping(enrichment):
             for key, value in enrichment.items():
@@ -263,49 +275,37 @@ class AirDoc:
                 if key_text.lower().startswith("walletentity_"):
                     wallet_keys.append(key_text.split("_", 1)[1])
                 if key_text == "identities":
-                    take(value)
+                    take_identities(value, records)
                 elif is_mapping(value):
-                    take(value.get("identities"))
+                    take_identities(value.get("identities"), records)
                 elif isinstance(value, list):
-                    take(value)
+                    take_identities(value, records)
         elif isinstance(enrichment, list):
-            take(enrichment)
+            take_identities(enrichment, records)
         for value in self.of(IDENTITY):
-            take([value] if "type" in value else value.get("identities"))
+            take_identities([value] if "type" in value else value.get("identities"), records)
         for body in self.bodies():
-            take(body.get("identities"))
+            take_identities(body.get("identities"), records)
             if is_mapping(body.get("identity")):
-                take([body["identity"]])
+                take_identities([body["identity"]], records)
         return records, wallet_keys
 
     def _collect_identities(self) -> str | None:
         records, wallet_keys = self._identity_records()
         wallet_candidates: list[Any] = []  # those of the identity records; then _more_wallet_ids
         # Active identities first, so a deleted or suspended one never shadows a live one.
-        records.sort(key=lambda r: 0 if str(r.get("status") or "ACTIVE").upper() == "ACTIVE"
-                     else 1)
+        records.sort(key=is_inactive)
         customer_type = self.settings.air_customer_identity.upper()
         for record in records:
-            kind = (text(record.get("type")) or "").upper()
             value = record.get("value")
-            if value in EMPTY or isinstance(value, (dict, list)):
+            if (not value and value in EMPTY) or isinstance(value, (dict, list)):
                 continue
             wallet_candidates.append(record.get("walletId"))
-            if not kind:
-                continue
-            if kind not in self.identity_types:
-                self.identity_types.append(kind)
-            self.ids.add(f"air_identity:{kind}", value)
-            if kind == customer_type:
-                self.ids.add("customer_id", value)
-            if kind in EMAIL_TYPES:
-                self.ids.add("email", value)
-            elif kind in PHONE_TYPES:
-                self.ids.add("phone", value)
-            elif kind in LINE_TYPES:
-                self.ids.add("line_uid", value)
+            kind = upper_or_empty(record.get("type"))
+            if kind:
+                self._add_identity(kind, value, customer_type)
         for consumer in self.of(CONSUMER):
-            for contact in consumer_contacts(consumer):
+            for contact in self.contacts(consumer):
                 if contact["type"] in ("email", "phone"):
                     self.ids.add(contact["type"], contact["value"])
         for candidate in itertools.chain(wallet_candidates, self._more_wallet_ids(wallet_keys)):
@@ -314,6 +314,35 @@ class AirDoc:
                 self.ids.add("air_wallet_id", wallet_id)
                 return wallet_id
         return None
+
+    def _add_identity(self, kind: str, value: Any, customer_type: str) -> None:
+        """One identity record: `air_identity:<TYPE>`, and its canonical type when it has one.
+        Plain identifiers go straight into the map, as Identities.add would put them, with the
+        value read once for all their names; e-mails and phones go through Identities.add,
+        which cleans them and notes the invalid ones."""
+        if kind not in self.identity_types:
+            self.identity_types.append(kind)
+        found = self.ids.ids
+        value_text = text(value)
+        if value_text:
+            found.setdefault(f"air_identity:{kind}", value_text)  # the first value of a type wins
+            if kind == customer_type:
+                found.setdefault("customer_id", value_text)
+        if kind in EMAIL_TYPES:
+            self.ids.add("email", value)
+        elif kind in PHONE_TYPES:
+            self.ids.add("phone", value)
+        elif kind in LINE_TYPES and value_text:
+            found.setdefault("line_uid", value_text)
+
+    def contacts(self, consumer: Mapping) -> list[dict]:
+        """consumer_contacts of one of the document's consumers, read once: the identities and
+        the consumer handlers both need them. The list is only read by its callers."""
+        key = id(consumer)  # the document holds the consumer, so the id is not reused meanwhile
+        found = self._contacts.get(key)
+        if found is None:
+            found = self._contacts[key] = consumer_contacts(consumer)
+        return found
 
     def _more_wallet_ids(self, wallet_keys: list[str]) -> Iterator[Any]:
         """Where else a wallet id may be, best first. A generator: the identity records nearly
@@ -403,20 +432,55 @@ class AirDoc:
         return drop_empty({
             "objects": unknown,
             "fields": fields,
-            "headers": {k: v for k, v in self.headers.items()
-                        if k not in KNOWN_HEADERS and (v or v not in EMPTY)},
-            "document": {k: v for k, v in self.doc.items()
-                         if k not in KNOWN_DOCUMENT_KEYS and (v or v not in EMPTY)},
+            "headers": unknown_fields(self.headers, KNOWN_HEADERS),
+            "document": unknown_fields(self.doc, KNOWN_DOCUMENT_KEYS),
         })
 
     def trace(self) -> dict:
-        trace = drop_empty({name: self.headers.get(name) for name in TRACE_HEADERS})
+        trace = {}
+        for name in TRACE_HEADERS:
+            value = self.headers.get(name)
+            if value or value not in EMPTY:
+                trace[name] = value
         trace["eventName"] = self.event_name
         trace.update(self.ids.trace())
         return trace
 
 
 # --- value helpers ----------------------------------------------------------------------------
+
+
+def take_identities(raw: Any, records: list[Mapping]) -> None:
+    """Append the identity records found in `raw` (a list of records, a record, or a
+    non-standard `{"CUSTOMER_ID": "..."}` map) to `records`."""
+    if isinstance(raw, list):
+        for item in raw:
+            if is_mapping(item):
+                if "identities" in item and "type" not in item:
+                    take_identities(item.get("identities"), records)
+                else:
+                    records.append(item)
+    elif is_mapping(raw):
+        if "type" in raw and "value" in raw:
+            records.append(raw)
+            return
+        for kind, value in raw.items():  # non-standard {"CUSTOMER_ID": "..."} map
+            for one in as_list(value):
+                if not isinstance(one, (dict, list)):
+                    records.append({"type": kind, "value": one})
+
+
+def is_inactive(record: Mapping) -> bool:
+    """An identity whose status is set and is not ACTIVE (a deleted or suspended one)."""
+    status = record.get("status")
+    return not (not status or status == "ACTIVE" or str(status).upper() == "ACTIVE")
+
+
+def upper_or_empty(raw: Any) -> str:
+    """Trimmed upper-case text, "" when empty."""
+    if type(raw) is str:  # what text() does for a str, one call less
+        return raw.strip().upper()
+    return (text(raw) or "").upper()
 
 
 def event_name_of(raw: Any) -> str:
@@ -441,12 +505,19 @@ def _event_name(raw: str) -> str:
     return name
 
 
+def unknown_fields(doc: Mapping, known: set[str] | frozenset[str]) -> dict:
+    """The non-empty fields of `doc` whose names are not in `known`, in document order."""
+    if known.issuperset(doc):  # usually: every name known, and this is one C-level pass
+        return {}
+    return {k: v for k, v in doc.items() if k not in known and (v or v not in EMPTY)}
+
+
 def unread_fields(object_type_: str, value: Mapping) -> dict:
     """The fields of a known entity that no handler reads (empty ones dropped)."""
     known = READ_FIELDS.get(object_type_, set())
     if len(value) == 1 and "value" in value and not is_mapping(value.get("value")):
         return {}  # a scalar objectValue wrapped by AirDoc
-    rest = {k: v for k, v in value.items() if k not in known and (v or v not in EMPTY)}
+    rest = unknown_fields(value, known)
     if object_type_ == CONSUMER:
         data = parse_body(value.get("data"))
         if is_mapping(data):
@@ -463,7 +534,7 @@ def unread_fields(object_type_: str, value: Mapping) -> dict:
 
 def upper_text(raw: Any) -> str | None:
     """Trimmed upper-case text (`type`, `status`, `event` spellings); None when empty."""
-    value = text(raw)
+    value = raw.strip() if type(raw) is str else text(raw)  # str: what text() does, one call less
     return value.upper() if value else None
 
 
@@ -492,6 +563,7 @@ def is_points(value: Mapping) -> bool:
 def account_of(value: Mapping) -> dict:
     relationships = as_dict(value.get("relationships"))
     objective_of = relationships.get("OBJECTIVE_OF") or relationships.get("objectiveOf")
+    start_date, expiry_date = account_dates(value)
     return drop_empty({
         "account_id": text(first(value, "accountId", "id")),
         "type": upper_text(value.get("type")),
@@ -501,11 +573,20 @@ def account_of(value: Mapping) -> dict:
         "event": upper_text(value.get("event")),
         "campaign_id": text(value.get("campaignId")),
         "balances": balances_of(value.get("balances")),
-        "start_date": iso_or_raw(dig(value, "dates", "start")),
-        "expiry_date": iso_or_raw(first(as_dict(value.get("dates")), "end", "expiry")
-                                  or value.get("expiryDate")),
+        "start_date": start_date,
+        "expiry_date": expiry_date,
         "objective_of": snake_keys(objective_of) if objective_of else None,
     })
+
+
+def account_dates(value: Mapping) -> tuple[Any, Any]:
+    """(start date, expiry date) of an account, from one lookup of `dates`."""
+    dates = value.get("dates")
+    if isinstance(dates, dict):
+        start, end = dates.get("start"), first(dates, "end", "expiry")
+    else:  # a Mapping of another kind is read for the start date only, as dig() reads it
+        start, end = dig(dates, "start"), None
+    return iso_or_raw(start), iso_or_raw(end or value.get("expiryDate"))
 
 
 def transaction_of(value: Mapping) -> dict:
@@ -579,8 +660,10 @@ def consumer_contacts(consumer: Mapping) -> list[dict]:
         elif kind in ("email", "e_mail", "email_address"):
             kind = "email"
         items.append({"type": kind or "unknown", "value": value})
+    personal = data.get("personal")
+    personal = personal if is_mapping(personal) else {}
     for kind in ("email", "phone", "mobile"):
-        value = text(data.get(kind)) or text(dig(data, "personal", kind))
+        value = text(data.get(kind)) or text(personal.get(kind))
         if value:
             items.append({"type": "phone" if kind == "mobile" else kind, "value": value})
     return items
@@ -637,7 +720,8 @@ def optin_attributes(consumer: Mapping) -> dict:
     return out
 
 
-def consumer_of(value: Mapping, ids: Identities) -> dict:
+def consumer_of(value: Mapping, doc: AirDoc) -> dict:
+    """The consumer entity's facts; its e-mails and phones are added to the document's ids."""
     data = parse_body(value.get("data"))
     data = data if isinstance(data, dict) else {}
     personal = as_dict(data.get("personal")) or data
@@ -645,8 +729,9 @@ def consumer_of(value: Mapping, ids: Identities) -> dict:
     last_name = text(first(personal, "lastName", "last_name", "familyName", "surname"))
     name = text(first(personal, "name", "fullName")) or (
         " ".join(p for p in (first_name, last_name) if p) or None)
+    ids = doc.ids
     contacts = []
-    for contact in consumer_contacts(value):
+    for contact in doc.contacts(value):
         if contact["type"] == "email":
             cleaned = ids.add("email", contact["value"]) or None
         elif contact["type"] == "phone":
@@ -860,7 +945,7 @@ def programme_joined(doc: AirDoc) -> Result:
             if is_mapping(body.get("consumer")):
                 consumer_raw = body["consumer"]
                 break
-    consumer = consumer_of(consumer_raw, doc.ids) if consumer_raw else {}
+    consumer = consumer_of(consumer_raw, doc) if consumer_raw else {}
     payload = drop_empty({
         "wallet_id": doc.wallet_id,
         "accounts": [{k: a[k] for k in ("account_id", "type", "client_type", "status",
@@ -879,7 +964,7 @@ def programme_joined(doc: AirDoc) -> Result:
 
 def consumer_changed(kind: str) -> Callable[[AirDoc], Result]:
     def handler(doc: AirDoc) -> Result:
-        consumer = consumer_of(doc.last(CONSUMER), doc.ids)
+        consumer = consumer_of(doc.last(CONSUMER), doc)
         payload = drop_empty({"wallet_id": doc.wallet_id, "consumer": consumer})
         return f"loyalty.consumer.{kind}", payload, consumer_attributes(consumer)
 

@@ -198,6 +198,8 @@ def require_time(raw: Any, field: str) -> datetime:
 
 def iso_or_raw(raw: Any) -> Any:
     """A date field normalised to UTC ISO-8601 when readable, else kept as it came."""
+    if raw is None:  # an absent date, the commonest case after a string
+        return None
     if type(raw) is str:
         return _iso_of_text(raw) or raw
     when = time_or_none(raw)
@@ -220,12 +222,27 @@ def content_id(*parts: Any) -> str:
 def snake_keys(doc: Any) -> Any:
     """Recursively rename dict keys to snake_case (values untouched)."""
     kind = type(doc)
+    if kind is dict and len(doc) <= 32:  # small objects only: the cache holds their key sets
+        names = _key_names(tuple(doc))
+        if names is not None:
+            # Scalar values (most of them) are kept without a call.
+            return {name: v if type(v) in _SCALARS else snake_keys(v)
+                    for name, v in zip(names, doc.values())}
     if kind is dict or (kind not in _NOT_MAPPINGS and isinstance(doc, Mapping)):
-        # Scalar values (most of them) are kept without a call.
         return {key_name(k): v if type(v) in _SCALARS else snake_keys(v) for k, v in doc.items()}
     if kind is list or (kind not in _NOT_MAPPINGS and isinstance(doc, list)):
         return [snake_keys(v) for v in doc]
     return doc
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_names(keys: tuple) -> tuple[str, ...] | None:
+    """key_name of each key, for the few key sets upstream objects come with (balances, custom
+    data): one lookup per object instead of one call per key. None unless every key is a plain
+    str: 1, 1.0 and True are equal tuple members but have different names."""
+    if any(type(key) is not str for key in keys):
+        return None
+    return tuple(key_name(key) for key in keys)
 
 
 def key_name(key: Any) -> str:
