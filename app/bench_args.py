@@ -26,3 +26,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "RELAY_BENCH_FILE)")
     parser.add_argument("--profile", default=None,
                         help="py-spy raw profile of the worker during the backlog phase")
+    parser.add_argument("--profile-rate", type=int, default=100,
+                        help="py-spy samples per second for --profile (default 100)")
