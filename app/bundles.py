@@ -135,15 +135,16 @@ class Bundler:
                     acked = await self.send(topic, partition,
                                             orjson.dumps({BUNDLE: pending.entries}))
                 except BaseException as exc:
-                    _fail(pending.future, exc)
+                    fail(pending.future, exc)
                     raise
-                _chain(acked, pending.future)
+                chain(acked, pending.future)
 
     def __iter__(self) -> Iterator[tuple[str, int]]:
         return iter(self.pending)
 
 
-def _chain(source: Any, target: asyncio.Future) -> None:
+def chain(source: Any, target: asyncio.Future) -> None:
+    """Settle `target` as `source` (a future or coroutine) settles."""
     def done(fut: asyncio.Future) -> None:
         if target.done():
             return
@@ -156,6 +157,6 @@ def _chain(source: Any, target: asyncio.Future) -> None:
     asyncio.ensure_future(source).add_done_callback(done)
 
 
-def _fail(future: asyncio.Future, exc: BaseException) -> None:
+def fail(future: asyncio.Future, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))

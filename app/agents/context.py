@@ -23,6 +23,7 @@ from app.envelope import Rejected
 from app.pipeline import ingress_dead_letter, origin_of, outcome_record
 from app.rocksdb_budget import Budget
 from app.routing import Rule
+from app.table_bundles import BundledTable, TableBundler
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,7 @@ class Relay:
     _rocksdb: Budget | None = None
     _outcomes: list[dict[str, Any]] = field(default_factory=list)  # for relay.outcomes (emit)
     _bundler: Bundler | None = None  # items of bundled topics not yet sent (app.bundles)
+    _table_bundler: TableBundler | None = None  # writes of bundled tables (app.table_bundles)
     _partitions: dict[str, int] = field(default_factory=dict)
 
     def topic(self, name: str) -> faust.TopicT:
@@ -69,10 +71,17 @@ class Relay:
         """Decorator: an agent that gets `topic`'s records a fetch at a time (app.batches)."""
         return self.app.batch_agents.agent(topic, name, **kwargs)
 
-    def table(self, name: str, **kwargs: Any):
+    def table(self, name: str, bundled: bool = False, **kwargs: Any):
+        """The app's table `name` (made on first use); `bundled`: its changelog takes many
+        writes per record (app/table_bundles.py)."""
         if name not in self.tables:
-            table = self.app.Table(
-                name, default=None, partitions=self.settings.partitions, key_type=str, **kwargs)
+            if bundled:
+                table = self.app.tables.add(BundledTable(
+                    self.app, name=name, default=None, beacon=self.app.tables.beacon,
+                    partitions=self.settings.partitions, key_type=str, **kwargs))
+            else:
+                table = self.app.Table(name, default=None, partitions=self.settings.partitions,
+                                       key_type=str, **kwargs)
             if self.settings.store.startswith("rocksdb"):
                 self.rocksdb_budget().attach(table)
             self.tables[name] = table
@@ -124,9 +133,11 @@ class Relay:
         return self.app.conf.producer_partitioner.hash_of(key) % count
 
     async def flush_buffers(self) -> None:
-        """Send what waits in bundles and outcome batches to the producer."""
+        """Send what waits in bundles, bundled table writes and outcome batches to the
+        producer."""
         if self._bundler is not None and self._bundler.pending:
             await self._bundler.flush()
+        await self.flush_tables()
         await self.write_outcomes()
 
     async def put(self, table: Any, key: Any, value: Any) -> asyncio.Future:
@@ -138,19 +149,41 @@ class Relay:
         waiting for its write-ahead entry waited behind all of them (20-290 ms per batch,
         measured). The bytes are Faust's own (its changelog topic's serializers), the
         partition the current event's (as Faust's), and the offset persisted the same way
-        (RocksDB keeps it to recover only what it misses)."""
+        (RocksDB keeps it to recover only what it misses). A bundled table's write waits in
+        its partition's bundle until the next flush (app/table_bundles.py)."""
         from faust.streams import current_event
-        from faust.types import TP
 
         event = current_event()
         if event is None:
             raise RuntimeError("a table write needs a current event (its partition)")
         partition = event.message.partition
         table.data[key] = value
+        if getattr(table, "bundled", False):
+            tables = self.table_bundler()
+            future = tables.add(table, partition, key, value)
+            if tables.full():
+                await tables.flush()
+            return future
         changelog = table.changelog_topic
         raw_key, _ = changelog.prepare_key(key, table.key_serializer)
         raw_value, _ = changelog.prepare_value(value, table.value_serializer)
-        topic = changelog.get_topic_name()
+        return await self._send_changelog(table, partition, raw_key, raw_value)
+
+    def table_bundler(self) -> TableBundler:
+        if self._table_bundler is None:
+            self._table_bundler = TableBundler(self._send_changelog)
+        return self._table_bundler
+
+    async def flush_tables(self) -> None:
+        """Send the pending writes of bundled tables (their `put` futures then settle)."""
+        if self._table_bundler is not None and self._table_bundler.pending:
+            await self._table_bundler.flush()
+
+    async def _send_changelog(self, table: Any, partition: int, raw_key: bytes,
+                              raw_value: bytes) -> asyncio.Future:
+        from faust.types import TP
+
+        topic = table.changelog_topic.get_topic_name()
         future = await self.app.producer.send(topic, raw_key, raw_value, partition, None, None)
         store = table.data
         if type(store).set_persisted_offset is not MemoryStore.set_persisted_offset:

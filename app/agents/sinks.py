@@ -51,7 +51,7 @@ class Settler:
     def __init__(self, relay: Relay, dest: str, batch_max: int | None = None):
         self.relay = relay
         self.dest = dest
-        self.ledger = relay.table("ledger")
+        self.ledger = relay.table("ledger", bundled=True)
         self.intents = Intents(self.ledger, put=self.mark)
         self._marks: list[asyncio.Future] = []  # this batch's write-ahead records in flight
         self._dead_letters: list[tuple] = []  # (event, delivery id, ledger entry, DLQ future)
@@ -76,14 +76,15 @@ class Settler:
     async def marks_durable(self) -> None:
         """Write the batch's write-ahead entries and wait until the broker has them. Only them:
         a producer flush waited for everything every stage had in flight (10-110 ms under load,
-        measured), and the records of one changelog partition are appended in the order they
-        were sent, so the outcomes of earlier batches are in before the marks."""
+        measured). The ledger is bundled (app/table_bundles.py): the marks go in their
+        partition's bundle after the outcomes of earlier batches, so those are in before them."""
         marks, self._marks = self._marks, []
         futures = []
         for event, key, value in marks:
             bind_event(event)
             futures.append(await self.relay.put(self.ledger, key, value))
         if futures:
+            await self.relay.flush_tables()
             await asyncio.gather(*futures)
 
     async def dead_letters_durable(self) -> None:
