@@ -108,7 +108,8 @@ class TableBundler:
     def __init__(self, send: Send):
         self.send = send
         self.pending: dict[tuple[Any, int], _Pending] = {}
-        self._names = (f"{PREFIX}{uuid.uuid4().hex[:12]}:{n}" for n in itertools.count())
+        writer = uuid.uuid4().hex[:12]  # once: a generator's expression runs per item
+        self._names = (f"{PREFIX}{writer}:{n}" for n in itertools.count())
         self._lock = asyncio.Lock()
         self._full = False
 

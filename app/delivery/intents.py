@@ -40,7 +40,8 @@ class Intents:
     def __init__(self, ledger: MutableMapping, put: Callable[[str, Any], Any] | None = None):
         self.ledger = ledger
         self.put = put or ledger.__setitem__  # how a mark is written (the sink waits for it)
-        self._stamps = (f"{uuid.uuid4().hex[:12]}:{n}" for n in itertools.count())
+        writer = uuid.uuid4().hex[:12]  # once: a generator's expression runs per item
+        self._stamps = (f"{writer}:{n}" for n in itertools.count())
         self._settled: dict[str, str] = {}  # key -> stamp of our entry whose deliveries all ended
 
     def in_flight(self, key: str) -> frozenset[str]:
