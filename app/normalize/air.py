@@ -179,6 +179,9 @@ def _names_of(raw_type: str, operation: str) -> tuple[str, str, str]:
     return raw_type, object_type(raw_type), operation.upper()
 
 
+_UNREAD = object()  # a document fact not computed yet (None is a valid value)
+
+
 class AirDoc:
     """One AIR document, parsed once, with the lookups the handlers need."""
 
@@ -231,6 +234,9 @@ class AirDoc:
         self._contacts: dict[int, list[dict]] = {}
         self.identity_types: list[str] = []
         self.wallet_id = self._collect_identities()
+        self._transactions: list[dict] | None = None
+        self._points_transactions: list[dict] | None = None
+        self._points_balance: Any = _UNREAD
 
     # --- lookups --------------------------------------------------------------------------
 
@@ -385,20 +391,27 @@ class AirDoc:
 
     # The transactions and the points balance are read once per document: the handler and the
     # derived events all ask for them (a POS settle three times), and none changes them.
+    # Plain attributes filled on first use (functools.cached_property takes a lock each time).
 
     def transactions(self) -> list[dict]:
+        if self._transactions is None:
+            self._transactions = [transaction_of(v) for v in self.of(ACCOUNT_TXN)]
         return self._transactions
 
-    @functools.cached_property
-    def _transactions(self) -> list[dict]:
-        return [transaction_of(v) for v in self.of(ACCOUNT_TXN)]
+    def points_transactions(self) -> list[dict]:
+        """The transactions on POINTS accounts, in operation order."""
+        if self._points_transactions is None:
+            self._points_transactions = [t for t in self.transactions()
+                                         if account_type(t) == "POINTS"]
+        return self._points_transactions
 
     def points_balance(self) -> Any:
         """The last POINTS balance seen, in operation order."""
+        if self._points_balance is _UNREAD:
+            self._points_balance = self._last_points_balance()
         return self._points_balance
 
-    @functools.cached_property
-    def _points_balance(self) -> Any:
+    def _last_points_balance(self) -> Any:
         balance = None
         for op in self.ops:
             if op.type == ACCOUNT and is_points(op.value):
@@ -605,10 +618,17 @@ def transaction_of(value: Mapping) -> dict:
 NOT_COUPONS = {"POINTS", "BEHAVIOURAL_ACTION", "TIER"}
 
 
+def account_type(txn: Mapping) -> Any:
+    """The account type of a transaction read by transaction_of (its account is a non-empty
+    dict, or absent)."""
+    account = txn.get("account")
+    return account.get("type") if account else None
+
+
 def is_coupon_txn(txn: Mapping, event: str) -> bool:
     """A coupon (re/un)redemption: any account transaction with that event, except on points
     and behavioural-action accounts (those are the trigger mechanism, not coupons)."""
-    return txn.get("event") == event and dig(txn, "account", "type") not in NOT_COUPONS
+    return txn.get("event") == event and account_type(txn) not in NOT_COUPONS
 
 
 def coupon_of(txn: Mapping) -> dict:
@@ -624,20 +644,29 @@ def coupon_of(txn: Mapping) -> dict:
     })
 
 
-def points_summary(txns: list[dict], *events: str) -> dict:
-    """Points moved by `events` on POINTS accounts: total, balances before the first and after
-    the last of them (operation order: the last balance wins)."""
-    moves = [t for t in txns if dig(t, "account", "type") == "POINTS"
-             and (not events or t.get("event") in events)]
-    values = [t.get("value") for t in moves if isinstance(t.get("value"), (int, float))]
-    after = next((t["balances_after"] for t in reversed(moves) if t.get("balances_after")), {})
+def points_summary(points_txns: list[dict], *events: str) -> dict:
+    """Points moved by `events` (all when none) among transactions on POINTS accounts: total,
+    balances before the first and after the last of them (operation order: the last balance
+    wins), and the first account id. One pass: a POS event asks up to three times."""
+    values: list[Any] = []
+    before = account_id = None
+    after: dict = {}
+    for txn in points_txns:
+        if events and txn.get("event") not in events:
+            continue
+        value = txn.get("value")
+        if isinstance(value, (int, float)):
+            values.append(value)
+        if before is None:
+            before = txn.get("balances_before") or None
+        after = txn.get("balances_after") or after
+        if account_id is None:
+            account_id = (txn.get("account") or {}).get("account_id") or None
     return drop_empty({
         "points": sum(values) if values else None,
-        "balances_before": next((t["balances_before"] for t in moves
-                                 if t.get("balances_before")), None),
+        "balances_before": before,
         "balances_after": after,
-        "account_id": next((dig(t, "account", "account_id") for t in moves
-                            if dig(t, "account", "account_id")), None),
+        "account_id": account_id,
     })
 
 
@@ -841,6 +870,8 @@ def basket_line(raw: Mapping) -> dict:
     })
     if "total" not in line and "unit_cost" in line:
         line["total"] = line["unit_cost"] * line.get("quantity", 1)
+    if BASKET_LINE_FIELDS.issuperset(raw):  # usually: no other field to keep, one C-level pass
+        return line
     for key, value in raw.items():
         if key not in BASKET_LINE_FIELDS and (value or value not in EMPTY) \
                 and not isinstance(value, (dict, list)):
@@ -874,12 +905,13 @@ def pos_facts(doc: AirDoc) -> dict:
                                                                      (int, float))]
         basket_value = sum(totals) if totals else None
     quantities = [line.get("quantity") for line in lines]
-    items = sum(q for q in quantities if isinstance(q, (int, float))) if lines else None
+    items = sum([q for q in quantities if isinstance(q, (int, float))]) if lines else None
     txns = doc.transactions()
-    points_moves = [(t.get("event"), t.get("value")) for t in txns
-                    if dig(t, "account", "type") == "POINTS"]
+    points_moves = [(t.get("event"), t.get("value")) for t in doc.points_transactions()]
 
     def points(*events: str) -> Any:
+        if not points_moves:
+            return None
         values = [value for event, value in points_moves
                   if event in events and isinstance(value, (int, float))]
         return sum(values) if values else None
@@ -1080,11 +1112,10 @@ def action_fired(doc: AirDoc) -> Result:
     triggers = as_list(body.get("triggers")) or as_list(wallet_txn.get("triggers"))
     references = [text(t.get("reference")) for t in triggers
                   if is_mapping(t) and text(t.get("reference"))]
-    txns = doc.transactions()
     accounts = doc.accounts()
-    points = [t.get("value") for t in txns if dig(t, "account", "type") == "POINTS"
-              and t.get("event") in ("CREDIT", "EARN") and isinstance(t.get("value"),
-                                                                        (int, float))]
+    points = [t.get("value") for t in doc.points_transactions()
+              if t.get("event") in ("CREDIT", "EARN") and isinstance(t.get("value"),
+                                                                       (int, float))]
     coupons = [a for a in accounts if "COUPON" in (a.get("type") or "")]
     credited = sum(points) if points else None
     reward = "points" if credited else "coupon" if coupons else "none"
@@ -1099,7 +1130,7 @@ def action_fired(doc: AirDoc) -> Result:
                                 if (a.get("type") or "") == "BEHAVIOURAL_ACTION"],
         "coupons_issued": coupons,
         "points_credited": credited,
-        **{k: v for k, v in points_summary(doc.transactions(), "CREDIT", "EARN").items()
+        **{k: v for k, v in points_summary(doc.points_transactions(), "CREDIT", "EARN").items()
            if k in ("balances_before", "balances_after")},
         "reward": reward,
     })
@@ -1141,8 +1172,8 @@ def account_transaction(doc: AirDoc) -> Result:
     """WALLET.ACCOUNT.TRANSACTION.<EVENT>: coupons redeemed/unredeemed, points moves."""
     txns = doc.transactions()
     verb = doc.event_name.rsplit(".", 1)[-1]
-    coupons = [t for t in txns if dig(t, "account", "type") != "POINTS"]
-    points = [t for t in txns if dig(t, "account", "type") == "POINTS"]
+    coupons = [t for t in txns if account_type(t) != "POINTS"]
+    points = doc.points_transactions()
     redeemed = [coupon_of(t) for t in coupons if is_coupon_txn(t, "REDEEM")]
     payload = drop_empty({"wallet_id": doc.wallet_id, "transactions": txns})
     if verb == "REDEEM" or redeemed:
@@ -1154,7 +1185,7 @@ def account_transaction(doc: AirDoc) -> Result:
     event = verb if verb in POINTS_EVENT_TYPES else next(
         (t.get("event") for t in points if t.get("event") in POINTS_EVENT_TYPES), None)
     if event:
-        summary = points_summary(txns)
+        summary = points_summary(points)
         payload.update({k: v for k, v in summary.items() if k != "account_id"})
         payload["points_balance"] = doc.points_balance()
         payload = drop_empty(payload)
@@ -1242,12 +1273,11 @@ def _derived_points(doc: AirDoc, main_type: str, trace: dict) -> list[dict]:
     verb), with the balances before and after, so "points earned" has one shape everywhere."""
     if not main_type.startswith(DERIVE_POINTS_FROM):
         return []
-    txns = doc.transactions()
+    txns = doc.points_transactions()
     verbs: list[str] = []
     for txn in txns:
         event = txn.get("event")
-        if dig(txn, "account", "type") == "POINTS" and event in POINTS_EVENT_TYPES \
-                and event not in verbs:
+        if event in POINTS_EVENT_TYPES and event not in verbs:
             verbs.append(event)
     envelopes = []
     balance = doc.points_balance()

@@ -224,6 +224,10 @@ def snake_keys(doc: Any) -> Any:
     kind = type(doc)
     if kind is dict and len(doc) <= 32:  # small objects only: the cache holds their key sets
         names = _key_names(tuple(doc))
+        if names is _SAME_NAMES:
+            if _SCALARS.issuperset(map(type, doc.values())):
+                return dict(doc)  # keys already snake_case, values all scalars: a plain copy
+            names = tuple(doc)
         if names is not None:
             # Scalar values (most of them) are kept without a call.
             return {name: v if type(v) in _SCALARS else snake_keys(v)
@@ -235,14 +239,19 @@ def snake_keys(doc: Any) -> Any:
     return doc
 
 
+_SAME_NAMES = ("<every key is its own name>",)
+
+
 @functools.lru_cache(maxsize=4096)
 def _key_names(keys: tuple) -> tuple[str, ...] | None:
     """key_name of each key, for the few key sets upstream objects come with (balances, custom
-    data): one lookup per object instead of one call per key. None unless every key is a plain
-    str: 1, 1.0 and True are equal tuple members but have different names."""
+    data): one lookup per object instead of one call per key. _SAME_NAMES when each key is its
+    own name (`current`, `points`). None unless every key is a plain str: 1, 1.0 and True are
+    equal tuple members but have different names."""
     if any(type(key) is not str for key in keys):
         return None
-    return tuple(key_name(key) for key in keys)
+    names = tuple(key_name(key) for key in keys)
+    return _SAME_NAMES if names == keys else names
 
 
 def key_name(key: Any) -> str:
@@ -312,6 +321,8 @@ class AliasTable:
     """Identity types and their spellings, best first, indexed by spelling: reading a record
     means one lookup per field it has, not one per spelling we know (about fifty)."""
 
+    MAX_SHAPES = 1024  # key sets remembered (records of a topic come in a few dozen shapes)
+
     def __init__(self, table: Mapping[str, tuple[str, ...]]):
         self.kinds = tuple(table)
         # spelling -> [(index of the type, rank of the spelling within it), ...]
@@ -321,22 +332,36 @@ class AliasTable:
                 places = self.spellings.setdefault(name, [])
                 if all(place[0] != index for place in places):  # a repeat ranks as its first
                     places.append((index, rank))
+        self._plans: dict[tuple, list[tuple[str, tuple]]] = {}
 
     def best_values(self, doc: Mapping[str, Any]) -> list[tuple[str, Any]]:
         """(type, value) for each type, from its best-ranked spelling that holds a usable value
         (not empty, not a container), in the table's order of types."""
-        best: dict[int, tuple[int, Any]] = {}
-        spellings = self.spellings
-        for name, value in doc.items():
-            places = spellings.get(name)
-            if places is None or (not value and value in EMPTY) or isinstance(value, (dict, list)):
-                continue
-            for index, rank in places:
-                held = best.get(index)
-                if held is None or rank < held[0]:
-                    best[index] = (rank, value)
-        kinds = self.kinds
-        return [(kinds[index], best[index][1]) for index in sorted(best)]
+        found = []
+        for kind, names in self._plan(tuple(doc)):
+            for name in names:
+                value = doc[name]
+                if (value or value not in EMPTY) and not isinstance(value, (dict, list)):
+                    found.append((kind, value))
+                    break
+        return found
+
+    def _plan(self, names: tuple) -> list[tuple[str, tuple]]:
+        """For a record with these field names: (type, its spellings among them, best first) for
+        each type, in the table's order. Records of a topic come in a few shapes, so a record
+        costs one lookup of its shape and one read per type it holds."""
+        plan = self._plans.get(names)
+        if plan is None:
+            if len(self._plans) >= self.MAX_SHAPES:
+                self._plans.clear()
+            candidates: dict[int, list[tuple[int, Any]]] = {}
+            for name in names:
+                for index, rank in self.spellings.get(name, ()):
+                    candidates.setdefault(index, []).append((rank, name))
+            plan = self._plans[names] = [
+                (self.kinds[index], tuple(name for _rank, name in sorted(candidates[index])))
+                for index in sorted(candidates)]
+        return plan
 
 
 DEFAULT_ALIASES = AliasTable(ID_ALIASES)
