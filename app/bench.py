@@ -508,7 +508,7 @@ async def run_bench(args) -> dict[str, Any]:
             profiler = subprocess.Popen(
                 [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
                  str(worker.proc.pid), "--rate", str(args.profile_rate), "--format", "raw", "--output",
-                 args.profile, "--nonblocking"],
+                 args.profile, "--nonblocking", "--gil"],
                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "py-spy.log"), "ab"))
         await follower.wait_accounted(origins, 120 + len(origins) / 100, "pipeline")
         cpu_used = cpu_s(worker.proc.pid) - cpu_start

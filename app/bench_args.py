@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="file the figures are appended to (default BENCHMARKS.md, or "
                              "RELAY_BENCH_FILE)")
     parser.add_argument("--profile", default=None,
-                        help="py-spy raw profile of the worker during the backlog phase")
+                        help="py-spy raw profile of the worker during the backlog phase (only the "
+                             "thread holding the GIL: a thread waiting for it is not working)")
     parser.add_argument("--profile-rate", type=int, default=100,
                         help="py-spy samples per second for --profile (default 100)")
