@@ -78,7 +78,7 @@ def _utc_iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _format_utc(value: datetime) -> str:
+def format_utc(value: datetime) -> str:
     """`_utc_iso` of a UTC datetime, formatted field by field: the same text as
     `isoformat(timespec="milliseconds")` (milliseconds truncated) at about half its cost."""
     return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
@@ -89,7 +89,7 @@ def _format_utc(value: datetime) -> str:
 # Formatting is the slow part and an event's time is formatted several times: in its envelope,
 # the envelopes derived from it and attributes such as `last_purchase_at`. Small on purpose, like
 # the one below: the repeats are within a record or among a few shared dates.
-_utc_iso_of_utc = functools.lru_cache(maxsize=1024)(_format_utc)
+_utc_iso_of_utc = functools.lru_cache(maxsize=1024)(format_utc)
 
 
 def parse_time(raw: Any) -> datetime:
@@ -102,10 +102,8 @@ def parse_time(raw: Any) -> datetime:
     raise Rejected("invalid_value", "timestamp missing or not a string")
 
 
-# The same timestamps come back again and again (an AIR document repeats its event date in
-# every entity, expiry dates are shared by many accounts), and datetimes are immutable.
-@functools.lru_cache(maxsize=1024)
-def _parse_time_text(raw: str) -> datetime:
+def parse_time_text(raw: str) -> datetime:
+    """parse_time of a string, uncached: for callers that cache what they derive from it."""
     if not raw.strip():
         raise Rejected("invalid_value", "timestamp missing or not a string")
     text = raw.strip().replace(" ", "T", 1)
@@ -118,6 +116,11 @@ def _parse_time_text(raw: str) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+# The same timestamps come back again and again (an AIR document repeats its event date in
+# every entity, expiry dates are shared by many accounts), and datetimes are immutable.
+_parse_time_text = functools.lru_cache(maxsize=1024)(parse_time_text)
 
 
 def customer_key_of(identities: Mapping[str, Any]) -> str:

@@ -291,7 +291,8 @@ class AirDoc:
         for value in self.of(IDENTITY):
             take_identities([value] if "type" in value else value.get("identities"), records)
         for body in self.bodies():
-            take_identities(body.get("identities"), records)
+            if "identities" in body:
+                take_identities(body["identities"], records)
             if is_mapping(body.get("identity")):
                 take_identities([body["identity"]], records)
         return records, wallet_keys
@@ -300,16 +301,26 @@ class AirDoc:
         records, wallet_keys = self._identity_records()
         wallet_candidates: list[Any] = []  # those of the identity records; then _more_wallet_ids
         # Active identities first, so a deleted or suspended one never shadows a live one.
-        records.sort(key=is_inactive)
+        # (Nearly always all of them are: then the order stands, and list.count says so.)
+        if [record.get("status") for record in records].count("ACTIVE") != len(records):
+            records.sort(key=is_inactive)
         customer_type = self.settings.air_customer_identity.upper()
+        seen: set[tuple[str, str]] = set()
         for record in records:
             value = record.get("value")
             if (not value and value in EMPTY) or isinstance(value, (dict, list)):
                 continue
             wallet_candidates.append(record.get("walletId"))
             kind = upper_or_empty(record.get("type"))
-            if kind:
-                self._add_identity(kind, value, customer_type)
+            if not kind:
+                continue
+            if type(value) is str:
+                # The same identity read again (in the enrichment, an identity operation and the
+                # request body) would add nothing: skipped.
+                if (kind, value) in seen:
+                    continue
+                seen.add((kind, value))
+            self._add_identity(kind, value, customer_type)
         for consumer in self.of(CONSUMER):
             for contact in self.contacts(consumer):
                 if contact["type"] in ("email", "phone"):
@@ -317,14 +328,14 @@ class AirDoc:
         for candidate in itertools.chain(wallet_candidates, self._more_wallet_ids(wallet_keys)):
             wallet_id = text(candidate)
             if wallet_id:
-                self.ids.add("air_wallet_id", wallet_id)
+                self.ids.ids.setdefault("air_wallet_id", wallet_id)  # what Identities.add does
                 return wallet_id
         return None
 
     def _add_identity(self, kind: str, value: Any, customer_type: str) -> None:
         """One identity record: `air_identity:<TYPE>`, and its canonical type when it has one.
-        Plain identifiers go straight into the map, as Identities.add would put them, with the
-        value read once for all their names; e-mails and phones go through Identities.add,
+        The value is read once for all its names: plain identifiers go straight into the map,
+        as Identities.add would put them; e-mails and phones go through Identities.add_text,
         which cleans them and notes the invalid ones."""
         if kind not in self.identity_types:
             self.identity_types.append(kind)
@@ -335,9 +346,9 @@ class AirDoc:
             if kind == customer_type:
                 found.setdefault("customer_id", value_text)
         if kind in EMAIL_TYPES:
-            self.ids.add("email", value)
+            self.ids.add_text("email", value_text)
         elif kind in PHONE_TYPES:
-            self.ids.add("phone", value)
+            self.ids.add_text("phone", value_text)
         elif kind in LINE_TYPES and value_text:
             found.setdefault("line_uid", value_text)
 

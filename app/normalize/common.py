@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import phonenumbers
 
-from app.envelope import Rejected, parse_time, utc_iso
+from app.envelope import Rejected, format_utc, parse_time, parse_time_text, utc_iso
 
 _CAMEL_1 = re.compile(r"(.)([A-Z][a-z]+)")
 _CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
@@ -209,8 +209,12 @@ def iso_or_raw(raw: Any) -> Any:
 @functools.lru_cache(maxsize=1024)
 def _iso_of_text(raw: str) -> str | None:
     # Entity dates (starts, expiries) repeat across documents; the string is all it depends on.
-    when = time_or_none(raw)
-    return utc_iso(when) if when else None
+    # A miss is parsed and formatted without the time caches: a date missed here (an account's
+    # start, the event's own time) is seldom in them, and they would only add two misses.
+    try:
+        return format_utc(parse_time_text(raw))
+    except (Rejected, ValueError, OverflowError, OSError):
+        return None
 
 
 def content_id(*parts: Any) -> str:
@@ -400,16 +404,20 @@ class Identities:
     def add(self, kind: str, raw: Any, *, required: bool = False) -> str | None:
         if (not raw and raw in EMPTY) or isinstance(raw, (dict, list)):
             return None
+        return self.add_text(kind, text(raw), required=required)
+
+    def add_text(self, kind: str, value: str | None, *, required: bool = False) -> str | None:
+        """add() of a value already read with text() (None, or trimmed non-empty text) from a
+        raw value that is neither empty nor a container: e-mails and phones are cleaned as
+        clean_email and clean_phone clean them, other types kept as they are."""
         if kind == "email":
-            value = clean_email(raw)
+            value = _email(value) if value else None
             if value is None:
                 self._reject("email: invalid", required, "email is not a valid address")
         elif kind == "phone":
-            value = clean_phone(raw, self.region)
+            value = _e164(value, self.region) if value and len(value) <= 40 else None
             if value is None:
                 self._reject("phone: invalid", required, "phone is not a valid number")
-        else:
-            value = text(raw)
         if value and kind not in self.ids:
             self.ids[kind] = value
         return value
