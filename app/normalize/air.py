@@ -869,16 +869,26 @@ BASKET_LINE_FIELDS = {"upc", "sku", "itemUnitCost", "itemUnitCount", "totalUnitC
 
 
 def basket_line(raw: Mapping) -> dict:
-    line = drop_empty({
-        "upc": text(raw.get("upc")),
-        "sku": text(first(raw, "sku", "productId", "itemId")),
-        "description": text(first(raw, "description", "name")),
-        "department": text(raw.get("department")),
-        "unit_cost": number(raw.get("itemUnitCost")),
-        "quantity": number(raw.get("itemUnitCount")),
-        "total": number(first(raw, "totalUnitCostAfterDiscount", "totalUnitCost")),
-        "unit_metric": text(raw.get("itemUnitMetric")),
-    })
+    # Fields without a value are left out as drop_empty would drop them (text() and number()
+    # give None for those), set one by one: a basket has several lines, and building a dict
+    # for drop_empty to copy cost a fifth of this function.
+    line: dict[str, Any] = {}
+    if (upc := text(raw.get("upc"))) is not None:
+        line["upc"] = upc
+    if (sku := text(first(raw, "sku", "productId", "itemId"))) is not None:
+        line["sku"] = sku
+    if (description := text(first(raw, "description", "name"))) is not None:
+        line["description"] = description
+    if (department := text(raw.get("department"))) is not None:
+        line["department"] = department
+    if (unit_cost := number(raw.get("itemUnitCost"))) is not None:
+        line["unit_cost"] = unit_cost
+    if (quantity := number(raw.get("itemUnitCount"))) is not None:
+        line["quantity"] = quantity
+    if (total := number(first(raw, "totalUnitCostAfterDiscount", "totalUnitCost"))) is not None:
+        line["total"] = total
+    if (unit_metric := text(raw.get("itemUnitMetric"))) is not None:
+        line["unit_metric"] = unit_metric
     if "total" not in line and "unit_cost" in line:
         line["total"] = line["unit_cost"] * line.get("quantity", 1)
     if BASKET_LINE_FIELDS.issuperset(raw):  # usually: no other field to keep, one C-level pass
@@ -896,6 +906,24 @@ def money_total(raw: Any) -> Any:
         values = [v for v in values if v is not None]
         return sum(values) if values else None
     return number(raw)
+
+
+# The POS payload's points fields and the transaction events each one adds up.
+POINTS_FIELDS = {"EARN": "points_earned", "CREDIT": "points_earned", "SPEND": "points_spent",
+                 "DEBIT": "points_spent", "REFUND_DEBIT": "points_refunded",
+                 "REFUND": "points_refunded", "LOCK": "points_locked", "VOID": "points_voided"}
+
+
+def points_moved(points_txns: list[dict]) -> dict[str, Any]:
+    """{POS points field: total of its events' values}, for the fields that have any: one pass
+    over the transactions (each event counts towards one field, in transaction order)."""
+    moved: dict[str, list] = {}
+    for txn in points_txns:
+        field = POINTS_FIELDS.get(txn.get("event"))
+        value = txn.get("value")
+        if field and isinstance(value, (int, float)):
+            moved.setdefault(field, []).append(value)
+    return {field: sum(values) for field, values in moved.items()}
 
 
 def pos_facts(doc: AirDoc) -> dict:
@@ -918,14 +946,7 @@ def pos_facts(doc: AirDoc) -> dict:
     quantities = [line.get("quantity") for line in lines]
     items = sum([q for q in quantities if isinstance(q, (int, float))]) if lines else None
     txns = doc.transactions()
-    points_moves = [(t.get("event"), t.get("value")) for t in doc.points_transactions()]
-
-    def points(*events: str) -> Any:
-        if not points_moves:
-            return None
-        values = [value for event, value in points_moves
-                  if event in events and isinstance(value, (int, float))]
-        return sum(values) if values else None
+    points = points_moved(doc.points_transactions())
 
     location = as_dict(wallet_txn.get("location")) or as_dict(request.get("location"))
     return drop_empty({
@@ -946,11 +967,11 @@ def pos_facts(doc: AirDoc) -> dict:
             "lines": len(lines) if lines else None,
         }),
         "currency": text(first(wallet_txn, "currency", "currencyCode")),
-        "points_earned": points("EARN", "CREDIT"),
-        "points_spent": points("SPEND", "DEBIT"),
-        "points_refunded": points("REFUND_DEBIT", "REFUND"),
-        "points_locked": points("LOCK"),
-        "points_voided": points("VOID"),
+        "points_earned": points.get("points_earned"),
+        "points_spent": points.get("points_spent"),
+        "points_refunded": points.get("points_refunded"),
+        "points_locked": points.get("points_locked"),
+        "points_voided": points.get("points_voided"),
         "points_balance": doc.points_balance(),
         "coupons_redeemed": [coupon_of(t) for t in txns if is_coupon_txn(t, "REDEEM")],
         "coupons_unredeemed": [coupon_of(t) for t in txns if is_coupon_txn(t, "UNREDEEM")],
