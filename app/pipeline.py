@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.config import Settings
@@ -129,8 +129,10 @@ def event_age_s(envelope: Mapping[str, Any]) -> float | None:
     raw = envelope.get("occurred_at")
     if not raw:
         return None
-    try:
-        when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    try:  # Python 3.11 reads the trailing Z itself
+        when = datetime.fromisoformat(raw if type(raw) is str else str(raw))
     except ValueError:
         return None
+    if when.tzinfo is None:  # envelope times are UTC
+        when = when.replace(tzinfo=UTC)
     return max(0.0, time.time() - when.timestamp())

@@ -259,6 +259,13 @@ class Relay:
                 for item in await self.items_of(stage, record)]
 
 
+def read(table: Any, key: Any) -> Any:
+    """`table.get(key)` for tables made with `default=None` (all of the relay's), from the store
+    itself: Faust's Table.get calls its sensors and raises and catches a KeyError for a missing
+    key (0.87 us against 0.35 us a lookup, several per event)."""
+    return table.data.get(key)
+
+
 def producer_partitions(app: faust.App, topic: str) -> set[int] | None:
     """The partitions of `topic` in the producer's metadata (None until it has fetched them)."""
     producer = getattr(app.producer, "_producer", None)

@@ -22,7 +22,7 @@ import structlog
 
 from app import logs, metrics
 from app.agents import shortcut
-from app.agents.context import Relay, bind_event
+from app.agents.context import Relay, bind_event, read
 from app.bundles import BUNDLES_PER_BATCH
 from app.identity import graph
 from app.identity import profile as profiles
@@ -68,7 +68,7 @@ def install(relay: Relay) -> None:
 
     async def lookup(key: str, rest: list[str], raw: bytes, anchor: str) -> None:
         """At `key`'s index partition: its profile, or the next identifier's partition."""
-        pid = graph.resolve(index.get(key))
+        pid = graph.resolve(read(index, key))
         if pid:
             await to_profile(pid, raw)
             return
@@ -96,7 +96,7 @@ def install(relay: Relay) -> None:
                              headers=[(OP, b"anon")])
             return
         if key in keys:  # this partition owns the record key's index entry: ask it first
-            pid = graph.resolve(index.get(key))
+            pid = graph.resolve(read(index, key))
             if pid:
                 await to_profile(pid, raw)
                 return
@@ -108,7 +108,7 @@ def install(relay: Relay) -> None:
 
     async def on_bind(key: str, msg: dict) -> None:
         kind, pid = msg["t"], msg["p"]
-        decision = graph.bind(index.get(key), pid, unify=kind in unify,
+        decision = graph.bind(read(index, key), pid, unify=kind in unify,
                               limit=settings.ambiguous_key_limit, replaces=msg.get("r") or ())
         if decision.entry is not None:
             await relay.put(index, key, decision.entry.encode())

@@ -17,7 +17,7 @@ import orjson
 import structlog
 
 from app import logs, metrics
-from app.agents.context import Relay, bind_event
+from app.agents.context import Relay, bind_event, read
 from app.agents.identity import OP, header
 from app.agents.screen import apply_signal_list, apply_signals, install_outcome_consent, screen
 from app.bundles import BUNDLES_PER_BATCH
@@ -57,7 +57,7 @@ def install(relay: Relay) -> None:
     async def on_event(pid: str, item) -> None:
         env = item.doc
         logs.bind_event(env)
-        prof = profiles.loads(table.get(pid))
+        prof = profiles.loads(read(table, pid))
         if prof is not None and "m" in prof:  # merged: the surviving profile takes it
             await relay.send("identity.profiles", prof["m"], item.value)
             return

@@ -25,7 +25,7 @@ import orjson
 from faust.streams import current_event
 
 from app import logs, metrics
-from app.agents.context import Relay, bind_event
+from app.agents.context import Relay, bind_event, read
 from app.batches import in_turns
 from app.bundles import BUNDLES_PER_BATCH
 from app.config import DESTINATIONS
@@ -59,6 +59,7 @@ class Settler:
         self.deliverer = Deliverer(IMPLEMENTATIONS[dest], relay.settings, trace_ids=relay.trace_ids)
         self.pace = Pace(settle_size(IMPLEMENTATIONS[dest], self.deliverer.config.rate_scale,
                                      batch_max or relay.settings.sink_batch_max))
+        self._event_age = metrics.EVENT_AGE.labels(dest)
 
     def settles(self, batch: list[tuple[Any, dict]]) -> Iterator[list[tuple[Any, dict]]]:
         """`batch` cut into runs settled one after the other, each as long as `Pace` allows."""
@@ -107,10 +108,10 @@ class Settler:
 
     async def _lane_add(self, delivery: dict, n: int) -> None:
         key = self._lane_key(delivery)
-        count = max(0, (self.parked.get(key) or 0) + n)
+        count = max(0, (read(self.parked, key) or 0) + n)
         if count:
             await self.relay.put(self.parked, key, count)
-        elif self.parked.get(key) is not None:
+        elif read(self.parked, key) is not None:
             self.parked.pop(key, None)
 
     async def wait_for_breaker(self) -> None:
@@ -126,13 +127,15 @@ class Settler:
         await self.wait_for_breaker()
         todo, event_of, in_flight = [], {}, {}
         to_mark: dict[str, tuple[Any, list[str]]] = {}  # intent key -> (an event, delivery ids)
+        last_event = key = None
         async for event, delivery in in_turns(batch):
             bind_event(event)
             delivery_id = delivery["delivery_id"]
-            key = intent_key(event.message.topic, event.message.partition)
-            if key not in in_flight:
-                in_flight[key] = self.intents.in_flight(key)
-            status = (self.ledger.get(delivery_id) or {}).get("status")
+            if event is not last_event:  # a batch's deliveries come a partition at a time
+                last_event, key = event, intent_key(event.message.topic, event.message.partition)
+                if key not in in_flight:
+                    in_flight[key] = self.intents.in_flight(key)
+            status = (read(self.ledger, delivery_id) or {}).get("status")
             if status is None and delivery_id in in_flight[key]:
                 status = SENDING
             settled = status in TERMINAL or (status in AMBIGUOUS and not delivery.get("redrive"))
@@ -156,7 +159,7 @@ class Settler:
             # A copy of an item the lane holds (a replay) parks behind it rather than being
             # dropped: the lane skips it if the first copy ends, and delivers it if that copy
             # was lost in a crash.
-            if not in_lane and (status == IN_LANE or self.parked.get(self._lane_key(delivery))):
+            if not in_lane and (status == IN_LANE or read(self.parked, self._lane_key(delivery))):
                 await self.park(delivery)
                 continue
             todo.append(delivery)
@@ -252,9 +255,10 @@ class Settler:
         else:
             self._dead_letters.append((current_event(), outcome.delivery_id, entry, dead_letter))
         metrics.OUTCOMES.labels(dest, delivery["action"], status).inc()
-        age = event_age_s(delivery.get("envelope") or {})
-        if status == "delivered" and age is not None:
-            metrics.EVENT_AGE.labels(dest).observe(age)
+        if status == "delivered":
+            age = event_age_s(delivery.get("envelope") or {})
+            if age is not None:
+                self._event_age.observe(age)
         await relay.emit("deliver", status, destination=dest, action=delivery["action"],
                          delivery_id=outcome.delivery_id, event_id=delivery["event_id"],
                          reason=outcome.reason)

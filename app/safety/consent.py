@@ -329,6 +329,8 @@ def outcome_signals(delivery: Mapping[str, Any], status: str, reason: str,
     `status`/`reason` are the sink's ItemResult fields; never raises."""
     try:
         dest, action = delivery.get("destination"), delivery.get("action")
+        if dest != "maac" and dest != "attentive":  # the only ones that answer about consent
+            return []
         params = _mapping(delivery.get("params"))
         ids = _mapping(_mapping(delivery.get("envelope")).get("identities"))
         when = int(ts)
