@@ -61,9 +61,13 @@ def event_id_for(source: str, source_id: str) -> str:
     envelope needs one (tests/unit/test_normalize_speedups.py checks it against uuid5)."""
     digest = hashlib.sha1(_NAMESPACE_BYTES + f"{source}:{source_id}".encode()).hexdigest()
     # The version nibble becomes 5 and the variant's top bits 10 (hex 8, 9, a or b).
-    variant = "89ab"[int(digest[16], 16) & 3]
-    return (f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{variant}{digest[17:20]}-"
-            f"{digest[20:32]}")
+    return (f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{_VARIANT[digest[16]]}"
+            f"{digest[17:20]}-{digest[20:32]}")
+
+
+# The variant's hex digit for each hex digit of the digest at its place (a lookup: int() and
+# indexing cost a tenth of event_id_for).
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def utc_iso(value: datetime) -> str:

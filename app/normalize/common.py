@@ -404,7 +404,12 @@ class Identities:
     def add(self, kind: str, raw: Any, *, required: bool = False) -> str | None:
         if (not raw and raw in EMPTY) or isinstance(raw, (dict, list)):
             return None
-        return self.add_text(kind, text(raw), required=required)
+        value = (raw.strip() or None) if type(raw) is str else text(raw)  # text(), one call less
+        if kind == "email" or kind == "phone":
+            return self.add_text(kind, value, required=required)
+        if value and kind not in self.ids:  # what add_text does for the other types
+            self.ids[kind] = value
+        return value
 
     def add_text(self, kind: str, value: str | None, *, required: bool = False) -> str | None:
         """add() of a value already read with text() (None, or trimmed non-empty text) from a

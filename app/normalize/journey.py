@@ -34,11 +34,23 @@ from app.normalize.common import (
 SOURCE = "journey"
 
 
+def number_or_text(raw: Any) -> int | float | str | None:
+    value = number(raw)
+    return value if value is not None else text(raw)
+
+
+# The spellings of a block's id and of its name inside it (`journey{id | journey_id | ...}`),
+# spelled out once rather than formatted for each record.
+_BLOCK_FIELDS = {block: (("id", f"{block}_id", f"{block}Id"),
+                         ("name", f"{block}_name", f"{block}Name"))
+                 for block in ("journey", "step")}
+
+
 def _named(doc: Mapping[str, Any], block: str, *flat: str) -> dict:
     raw = doc.get(block)
     if is_mapping(raw):
-        return drop_empty({"id": text(first(raw, "id", f"{block}_id", f"{block}Id")),
-                           "name": text(first(raw, "name", f"{block}_name", f"{block}Name"))})
+        ids, names = _BLOCK_FIELDS[block]
+        return drop_empty({"id": text(first(raw, *ids)), "name": text(first(raw, *names))})
     if isinstance(raw, str):
         return drop_empty({"name": text(raw), "id": text(first(doc, *flat[:2]))})
     return drop_empty({"id": text(first(doc, *flat[:2])), "name": text(first(doc, *flat[2:]))})
@@ -71,10 +83,8 @@ def normalize(value: Any, headers: Mapping[str, str], settings: Settings) -> lis
     payload = {
         "journey": journey,
         "step": step,
-        "template_id": number(template_id) if number(template_id) is not None
-        else text(template_id),
-        "maac_event_id": number(maac_event_id) if number(maac_event_id) is not None
-        else text(maac_event_id),
+        "template_id": number_or_text(template_id),
+        "maac_event_id": number_or_text(maac_event_id),
         "maac_event_name": text(maac_event_name),
         "variables": dict(variables),
     }
