@@ -23,7 +23,7 @@ from app.feedback import from_decision
 from app.identity import profile as profiles
 from app.safety import caps, consent, quiet
 from app.safety.decide import decide
-from app.safety.policy import Policy, load_policy
+from app.safety.policy import Policy, load_policy, message_kind
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +50,8 @@ async def screen(relay: Relay, delivery: dict[str, Any], prof: dict | None,
     """"send", "defer" or "suppress" for one planned delivery; records what a held message
     needs (history, deferral, feedback, accounting). Mutates `prof` (history)."""
     policy = policy_of(relay)
+    if message_kind(policy, delivery) is None:
+        return "send"  # messages nobody (decide's "not_a_message"): no zone, no history needed
     now = now or datetime.now(UTC)
     history = (prof or {}).get("h") or []
     decision = decide(policy, delivery, (prof or {}).get("c") or {}, history,
