@@ -24,7 +24,7 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 EVENT_NAMESPACE = uuid.UUID("6f1c3f0e-2b7a-4c55-9d0e-8f3b5a4e2c10")
@@ -72,7 +72,7 @@ _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 def utc_iso(value: datetime) -> str:
     if type(value) is datetime and value.tzinfo is UTC:  # parse_time's: equal means same instant
-        return _utc_iso_of_utc(value)
+        return format_utc(value)
     return _utc_iso(value)
 
 
@@ -83,17 +83,21 @@ def _utc_iso(value: datetime) -> str:
 
 
 def format_utc(value: datetime) -> str:
-    """`_utc_iso` of a UTC datetime, formatted field by field: the same text as
-    `isoformat(timespec="milliseconds")` (milliseconds truncated) at about half its cost."""
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
-        value.year, value.month, value.day, value.hour, value.minute, value.second,
-        value.microsecond // 1000)
+    """`_utc_iso` of a UTC datetime: the same text as `isoformat(timespec="milliseconds")`
+    (milliseconds truncated) from lookups, a third of its cost. Every envelope formats its time,
+    nearly always one not seen before, so this is not cached."""
+    return (f"{_day_text(value.date())}{_TWO_DIGITS[value.hour]}:{_TWO_DIGITS[value.minute]}:"
+            f"{_TWO_DIGITS[value.second]}{_MILLISECONDS[value.microsecond // 1000]}")
 
 
-# Formatting is the slow part and an event's time is formatted several times: in its envelope,
-# the envelopes derived from it and attributes such as `last_purchase_at`. Small on purpose, like
-# the one below: the repeats are within a record or among a few shared dates.
-_utc_iso_of_utc = functools.lru_cache(maxsize=1024)(format_utc)
+_TWO_DIGITS = [f"{number:02d}" for number in range(100)]
+_MILLISECONDS = [f".{number:03d}Z" for number in range(1000)]
+
+
+@functools.lru_cache(maxsize=64)
+def _day_text(day: date) -> str:
+    # `YYYY-MM-DDT`: a stream's events fall on a few days.
+    return f"{day.year:04d}-{day.month:02d}-{day.day:02d}T"
 
 
 def parse_time(raw: Any) -> datetime:

@@ -181,7 +181,9 @@ def time_or_none(raw: Any) -> datetime | None:
     if raw in EMPTY:
         return None
     try:
-        return parse_time(raw)
+        # An ingress time is read once: parsed without parse_time's cache, which serves the
+        # later stages that read an envelope's time again (and whose entries it would evict).
+        return parse_time_text(raw) if type(raw) is str else parse_time(raw)
     except (Rejected, ValueError, OverflowError, OSError):
         return None
 
