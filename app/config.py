@@ -36,6 +36,7 @@ class DestinationConfig:
     extra: Mapping[str, str] = field(default_factory=dict)
     rate_scale: float = 1.0
     batch_window_s: float | None = None  # <DEST>_BATCH_WINDOW_S; SINK_BATCH_WINDOW_S when unset
+    concurrency: int | None = None  # <DEST>_CONCURRENCY; sized from the limits when unset
 
     @property
     def configured(self) -> bool:
@@ -227,9 +228,12 @@ def load_destinations(env: Mapping[str, str]) -> dict[str, DestinationConfig]:
         window_var = f"{dest.upper()}_BATCH_WINDOW_S"
         window = _float(env, window_var, 0.0, 0.0, 60.0) if env.get(window_var, "").strip() \
             else None
+        concurrency_var = f"{dest.upper()}_CONCURRENCY"
+        concurrency = _int(env, concurrency_var, 8, 1, 1024) \
+            if env.get(concurrency_var, "").strip() else None
         base_url = values.pop("base_url")
         token = values.pop("token")
-        dests[dest] = DestinationConfig(base_url, token, values, scale, window)
+        dests[dest] = DestinationConfig(base_url, token, values, scale, window, concurrency)
     return dests
 
 

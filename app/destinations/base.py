@@ -196,6 +196,14 @@ class Destination:
     auth_headers: Callable[[DestinationConfig], Mapping[str, str]]
     # optional: headers that depend on the serialised request (AIR's signature)
     sign: Callable[[DestinationConfig, HttpRequest, bytes], Mapping[str, str]] | None = None
+    # optional: a bucket of `limits` that every request draws from as well as its own, where the
+    # destination limits all calls of a token besides some endpoints (Attentive: 150/s in all,
+    # subscribe 10/s of them)
+    overall: str | None = None
+
+    def requests_per_s(self, rate_scale: float = 1.0) -> float:
+        """The most requests per second its limits admit (its largest bucket)."""
+        return max(self.limits.values(), default=self.limits.get("default", 10.0)) * rate_scale
 
     def deliveries_per_s(self, rate_scale: float = 1.0) -> float:
         """The most deliveries per second its limits let through (the fastest action: its

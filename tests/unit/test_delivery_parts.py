@@ -95,3 +95,34 @@ def test_only_destinations_whose_requests_carry_several_deliveries_wait_to_gathe
 
     assert {name for name, dest in DESTINATIONS.items() if gathers(dest)} == {
         "braze", "insider", "maac"}
+
+
+async def test_a_request_draws_from_its_own_bucket_and_the_destinations_overall_one():
+    from app.config import DestinationConfig, Settings
+    from app.delivery.core import HttpSender
+    from app.destinations.attentive import DESTINATION as ATTENTIVE
+    from app.destinations.base import HttpRequest
+
+    config = DestinationConfig(base_url="http://127.0.0.1:1", token="t")
+    sender = HttpSender(ATTENTIVE, config, Settings(request_timeout_s=1.0))
+    try:
+        await sender.send(HttpRequest("POST", "/subscriptions", json={}, limit="subscribe"))
+        await sender.send(HttpRequest("POST", "/events/custom", json={}, limit="default"))
+    finally:
+        await sender.close()
+    # Attentive counts every call against 150/s, subscribes against their 10/s as well
+    assert len(sender.bucket("subscribe")._sent) == 1
+    assert len(sender.bucket("default")._sent) == 2
+
+
+def test_requests_in_flight_follow_what_a_destination_admits():
+    from app.config import DestinationConfig
+    from app.delivery.core import MAX_CONCURRENCY, MIN_CONCURRENCY, concurrency_for
+    from app.destinations.attentive import DESTINATION as ATTENTIVE
+    from app.destinations.insider import DESTINATION as INSIDER
+
+    assert concurrency_for(ATTENTIVE, DestinationConfig()) == 15  # 150/s x 100 ms
+    assert concurrency_for(INSIDER, DestinationConfig()) == 42  # 25,000/min x 100 ms
+    assert concurrency_for(ATTENTIVE, DestinationConfig(rate_scale=0.01)) == MIN_CONCURRENCY
+    assert concurrency_for(ATTENTIVE, DestinationConfig(rate_scale=20)) == MAX_CONCURRENCY
+    assert concurrency_for(ATTENTIVE, DestinationConfig(concurrency=3)) == 3  # <DEST>_CONCURRENCY

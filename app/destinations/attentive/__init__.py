@@ -308,4 +308,5 @@ DESTINATION = Destination(
     actions={a.name: a for a in ACTIONS},
     limits={"default": 150.0, "subscribe": 10.0, "unsubscribe": 5.0},
     auth_headers=auth_headers,
+    overall="default",  # 150 calls/s per token, subscribes and unsubscribes included
 )
