@@ -29,7 +29,10 @@ does not take the driver's CPU; calls it keeps are capped):
    sandbox accepted (unique relay delivery ids) over the same window.
    `pipeline_vs_faust` = `pipeline_per_s / faust_consume_only_per_s`.
    `requests_per_event_<destination>` = HTTP requests the sandbox received from the relay for that
-   destination / deliveries it accepted there (1/50 means 50 deliveries per request).
+   destination / ingress records of the backlog (the issue's "requests per event at load": what
+   the traffic costs each destination's API); `requests_per_delivery_<destination>` = the same
+   requests / deliveries it accepted (1/50 means 50 deliveries per request: how well requests
+   are filled). Until 2026-12-05 `requests_per_event_` held the per-delivery figure.
 6. Latency: the same worker, fed live at half of `pipeline_per_s` for `--latency-s` seconds;
    latency is the sandbox's accept time of each delivery minus the time its ingress record was
    published (same clock). `worker_rss_mb` is VmRSS of the worker after this phase
@@ -533,7 +536,9 @@ async def run_bench(args) -> dict[str, Any]:
         for dest in sorted(phase):
             row = phase[dest]
             if row["deliveries"]:
-                figures[f"requests_per_event_{dest}"] = round(row["requests"] / row["deliveries"], 4)
+                figures[f"requests_per_event_{dest}"] = round(row["requests"] / len(origins), 4)
+                figures[f"requests_per_delivery_{dest}"] = round(
+                    row["requests"] / row["deliveries"], 4)
         log("deliveries/requests by destination: " + ", ".join(
             f"{dest} {row['deliveries']}/{row['requests']} {statuses_of(dest, stats_after, stats_before)}"
             for dest, row in sorted(phase.items()) if row["requests"]))
