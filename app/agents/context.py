@@ -254,8 +254,11 @@ class Relay:
     async def items_of(self, stage: str, record: Any) -> list[Item]:
         """The items a record of a bundled topic carries (app.bundles); a record that is not
         JSON is dead-lettered (`internal_error`) instead of stopping its batch."""
+        return await self._decoded(stage, record, bundles.items)
+
+    async def _decoded(self, stage: str, record: Any, decode: Callable[[Any], list]) -> list:
         try:
-            return bundles.items(record)
+            return decode(record)
         except orjson.JSONDecodeError as exc:
             await self.internal_error(stage, record, exc)
             return []
@@ -265,14 +268,13 @@ class Relay:
         the documents, without an `Item` each (a record that is not JSON is dead-lettered)."""
         out = []
         for part, record in batch.records():
-            try:
-                docs = bundles.docs(record.value)
-            except orjson.JSONDecodeError as exc:
-                await self.internal_error(stage, record, exc)
-                continue
             event = part.event
-            out += [(event, doc) for doc in docs]
+            out += [(event, doc) for doc in await self._decoded(stage, record, _docs_of)]
         return out
+
+
+def _docs_of(record: Any) -> list:
+    return bundles.docs(record.value)
 
 
 def read(table: Any, key: Any) -> Any:
