@@ -68,6 +68,10 @@ TOPIC_WEIGHTS = {
     "maac.results": 6,
 }
 
+# Braze campaigns and canvases that SessionM messages trigger (API-triggered delivery).
+BRAZE_CAMPAIGNS = tuple(f"0b7d3c2e-5a41-4f0e-9c6d-{n:012x}" for n in range(1, 13))
+BRAZE_CANVASES = tuple(f"6f2e9a14-c3b8-4d57-8e21-{n:012x}" for n in range(1, 7))
+
 BASE_TIME = datetime(2026, 11, 20, 9, 0, 0, tzinfo=UTC)
 UNIT_ID = "1234567"
 # Customer indexes of sign-ups (`new_share`): drawn at random above this, beyond any pre-loaded
@@ -529,7 +533,13 @@ def _sessionm(rng, c: Customer, when: datetime) -> dict:
                      "name": "Holiday offers", "custom_data": {"segment": "vip"}},
         "occurred_at": _iso(when),
     }
-    record["campaign_id" if rng.random() < 0.6 else "canvas_id"] = _uid(rng)
+    # The Braze campaign or canvas the message triggers: one of the few a marketing team runs.
+    # Until 2026-12-05 each message named a new one (a uuid), which no SessionM set-up does and
+    # which left nothing for the sink to batch (Braze takes 50 recipients per trigger call).
+    if rng.random() < 0.6:
+        record["campaign_id"] = rng.choice(BRAZE_CAMPAIGNS)
+    else:
+        record["canvas_id"] = rng.choice(BRAZE_CANVASES)
     if kind == "offer_issued":
         record["offer"] = {"offer_id": f"of-{rng.randint(1, 500)}", "title": "15% off tea",
                            "user_offer_id": _uid(rng), "description": "15% off any tea",
