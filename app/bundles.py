@@ -89,33 +89,23 @@ class _Pending:
         self.future: asyncio.Future = asyncio.get_running_loop().create_future()
 
 
-Send = Callable[[str, int, bytes], Awaitable[Awaitable[Any]]]
+class Gatherer:
+    """Entries per (target, partition) until `flush`, then one record each, in the order they
+    were started; subclasses say how a record is sent (`send_bundle`)."""
 
-
-class Bundler:
-    """Gathers items per (topic, partition) until `flush`; `send(topic, partition, value)`
-    hands a bundle to the producer and returns the future of its acknowledgement."""
-
-    def __init__(self, send: Send, partition_of: Callable[[str, bytes], int]):
-        self.send = send
-        self.partition_of = partition_of
-        self.pending: dict[tuple[str, int], _Pending] = {}
+    def __init__(self) -> None:
+        self.pending: dict[tuple[Any, int], _Pending] = {}
         self._lock = asyncio.Lock()
         self._full = False
 
-    def add(self, topic: str, key: bytes | None, value: bytes,
-            headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future:
-        """Queue an item; returns the future of its bundle's acknowledgement (its record
-        metadata: partition and offset of the bundle)."""
-        partition = self.partition_of(topic, key or b"")
-        pending = self.pending.get((topic, partition))
+    def gather(self, target: Any, partition: int, entry: list, size: int) -> asyncio.Future:
+        """Queue an entry of about `size` bytes; returns the future of its record's
+        acknowledgement."""
+        pending = self.pending.get((target, partition))
         if pending is None:
-            pending = self.pending[(topic, partition)] = _Pending()
-        pending.entries.append([
-            None if key is None else key.decode(),
-            [[name, raw.decode()] for name, raw in headers] if headers else None,
-            orjson.Fragment(value)])
-        pending.size += len(value) + 64
+            pending = self.pending[(target, partition)] = _Pending()
+        pending.entries.append(entry)
+        pending.size += size + 64
         if pending.size >= MAX_BYTES:
             self._full = True
         return pending.future
@@ -129,15 +119,42 @@ class Bundler:
         async with self._lock:  # two flushes must not interleave one partition's bundles
             self._full = False
             while self.pending:
-                (topic, partition), pending = next(iter(self.pending.items()))
-                del self.pending[(topic, partition)]
+                (target, partition), pending = next(iter(self.pending.items()))
+                del self.pending[(target, partition)]
                 try:
-                    acked = await self.send(topic, partition,
-                                            orjson.dumps({BUNDLE: pending.entries}))
+                    acked = await self.send_bundle(target, partition, pending.entries)
                 except BaseException as exc:
                     fail(pending.future, exc)
                     raise
                 chain(acked, pending.future)
+
+    async def send_bundle(self, target: Any, partition: int, entries: list) -> Awaitable[Any]:
+        raise NotImplementedError
+
+
+Send = Callable[[str, int, bytes], Awaitable[Awaitable[Any]]]
+
+
+class Bundler(Gatherer):
+    """Gathers items per (topic, partition) until `flush`; `send(topic, partition, value)`
+    hands a bundle to the producer and returns the future of its acknowledgement."""
+
+    def __init__(self, send: Send, partition_of: Callable[[str, bytes], int]):
+        super().__init__()
+        self.send = send
+        self.partition_of = partition_of
+
+    def add(self, topic: str, key: bytes | None, value: bytes,
+            headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future:
+        """Queue an item; returns the future of its bundle's acknowledgement (its record
+        metadata: partition and offset of the bundle)."""
+        return self.gather(topic, self.partition_of(topic, key or b""), [
+            None if key is None else key.decode(),
+            [[name, raw.decode()] for name, raw in headers] if headers else None,
+            orjson.Fragment(value)], len(value))
+
+    async def send_bundle(self, topic: str, partition: int, entries: list) -> Awaitable[Any]:
+        return await self.send(topic, partition, orjson.dumps({BUNDLE: entries}))
 
     def __iter__(self) -> Iterator[tuple[str, int]]:
         return iter(self.pending)

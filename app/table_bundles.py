@@ -34,11 +34,10 @@ from typing import Any
 import faust
 import orjson
 
-from app.bundles import chain, fail
+from app.bundles import Gatherer
 
 PREFIX = "~bundle:"  # no ledger key starts so: delivery ids are "<destination>:...", marks "sending|"
 BUNDLE = "bundle"
-MAX_BYTES = 512 * 1024  # a partition's pending writes are sent once they hold about this much
 
 
 class _Message:
@@ -89,57 +88,25 @@ class BundledTable(faust.Table):
         return self.changelog_topic.prepare_value(value, self.value_serializer)[0]
 
 
-class _Pending:
-    __slots__ = ("writes", "size", "future")
-
-    def __init__(self) -> None:
-        self.writes: list[list[Any]] = []
-        self.size = 0
-        self.future: asyncio.Future = asyncio.get_running_loop().create_future()
-
-
 # send(table, partition, raw key, raw value) -> the future of the record's acknowledgement
 Send = Callable[[Any, int, bytes, bytes], Awaitable[asyncio.Future]]
 
 
-class TableBundler:
+class TableBundler(Gatherer):
     """Gathers the writes of bundled tables per (table, changelog partition) until `flush`."""
 
     def __init__(self, send: Send):
+        super().__init__()
         self.send = send
-        self.pending: dict[tuple[Any, int], _Pending] = {}
         writer = uuid.uuid4().hex[:12]  # once: a generator's expression runs per item
         self._names = (f"{PREFIX}{writer}:{n}" for n in itertools.count())
-        self._lock = asyncio.Lock()
-        self._full = False
 
     def add(self, table: BundledTable, partition: int, key: Any, value: Any) -> asyncio.Future:
         """Queue a write; returns the future of its bundle's acknowledgement."""
-        pending = self.pending.get((table, partition))
-        if pending is None:
-            pending = self.pending[(table, partition)] = _Pending()
         raw = orjson.dumps(value)  # encoded once, as it will be sent
-        pending.writes.append([key, orjson.Fragment(raw)])
-        pending.size += len(raw) + 64
-        if pending.size >= MAX_BYTES:
-            self._full = True
-        return pending.future
+        return self.gather(table, partition, [key, orjson.Fragment(raw)], len(raw))
 
-    def full(self) -> bool:
-        return self._full
-
-    async def flush(self) -> None:
-        """Send every pending bundle, in the order they were started."""
-        async with self._lock:  # two flushes must not interleave one partition's bundles
-            self._full = False
-            while self.pending:
-                (table, partition), pending = next(iter(self.pending.items()))
-                del self.pending[(table, partition)]
-                raw_key = table.raw_key(next(self._names))
-                try:
-                    acked = await self.send(table, partition, raw_key,
-                                            orjson.dumps({BUNDLE: pending.writes}))
-                except BaseException as exc:
-                    fail(pending.future, exc)
-                    raise
-                chain(acked, pending.future)
+    async def send_bundle(self, table: BundledTable, partition: int,
+                          writes: list) -> asyncio.Future:
+        return await self.send(table, partition, table.raw_key(next(self._names)),
+                               orjson.dumps({BUNDLE: writes}))
