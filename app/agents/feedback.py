@@ -5,16 +5,18 @@
   graph, so `line.bound` reaches it) republishes customer-level results (`line.opened`,
   `line.clicked`, `line.bound`) as feedback records, joining journey, template and identifiers
   from the push that caused an open.
-- `feedback-insider` takes up to 1,000 feedback records at a time, plans their deliveries with
-  the routing rules (the LINE rules match only feedback records, see app/feedback), writes the
-  same "route" accounting record the route stage writes, and settles the Insider deliveries with
-  the sinks' `Settler`: same ledger, retry lane, DLQ and outcome records, so a replay or a
+- `feedback-insider` plans the deliveries of feedback records with the routing rules (the LINE
+  rules match only feedback records, see app/feedback), writes the same "route" accounting
+  record the route stage writes, and sends them to their delivery topics like the route stage:
+  Insider's sink fills its 1,000-user upserts with them and the route stage's deliveries
+  alike, under the same ledger, retry lane, DLQ and outcome records, so a replay or a
   redelivered webhook never upserts twice, and Insider partial failures fail only those users.
+  (Settled here, apart, they doubled Insider's requests: each sink sent its own, half-full.)
 - A timer polls the MAAC topic report of the event ids this worker sent with recently and
   publishes changed click/open counts to `maac.results` as `report.clicks` (campaign level).
 
 Config: `MAAC_REPORT_POLL_S` (default 300; 0 turns the poller off), `MAAC_REPORT_MAX_AGE_S`
-(default 259200: event ids used within 3 days are polled), `FEEDBACK_BATCH_MAX` (default 1000).
+(default 259200: event ids used within 3 days are polled).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import structlog
 
 from app import logs, metrics
 from app.agents.context import Relay, bind_event
-from app.agents.sinks import Settler
 from app.bundles import BUNDLES_PER_BATCH
 from app.config import ConfigError
 from app.delivery.core import HttpSender
@@ -47,9 +48,6 @@ from app.routing import plan
 
 log = structlog.get_logger(__name__)
 
-DESTINATION = "insider"
-
-
 def _number(name: str, default: float) -> float:
     raw = os.environ.get(name, "")
     try:
@@ -65,10 +63,8 @@ def install(relay: Relay) -> None:
     settings = relay.settings
     poll_s = _number("MAAC_REPORT_POLL_S", 300.0)
     max_age_s = _number("MAAC_REPORT_MAX_AGE_S", 3 * 86400.0)
-    batch_max = int(_number("FEEDBACK_BATCH_MAX", 1000.0)) or 1000
     maac_config = settings.destination("maac")
     memory = SendMemory()
-    settler = Settler(relay, DESTINATION, batch_max=batch_max)
 
     async def publish(record: dict) -> None:
         metrics.FEEDBACK_RECORDS.labels(record["type"]).inc()
@@ -111,10 +107,9 @@ def install(relay: Relay) -> None:
         return planned
 
     @relay.batch_agent(relay.topic("feedback.insider"), name="feedback-insider",
-                       max_records=BUNDLES_PER_BATCH, linger_s=settings.batch_window_s(DESTINATION))
-    async def feedback_sink(batches):
+                       max_records=BUNDLES_PER_BATCH)
+    async def feedback_route(batches):
         async for records in batches:
-            batch = []
             async for part, record in records.each():
                 bind_event(part.event)
                 for item in await relay.items_of("feedback", record):
@@ -124,13 +119,8 @@ def install(relay: Relay) -> None:
                         await relay.internal_error("feedback", item, exc)
                         continue
                     for delivery in planned:
-                        if delivery["destination"] == DESTINATION:
-                            batch.append((part.event, delivery))
-                        else:
-                            await relay.send(f"deliveries.{delivery['destination']}", item.key,
-                                             delivery)
-            for run in settler.settles(batch):
-                await settler.settle(run)
+                        await relay.send(f"deliveries.{delivery['destination']}", item.key,
+                                         delivery)
 
     if poll_s > 0 and maac_config.base_url:
         state: dict = {"sender": None, "last": {}}
