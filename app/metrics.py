@@ -64,6 +64,9 @@ RATE_LIMIT_WAIT = Counter("relay_rate_limit_wait_seconds_total", "Time spent wai
                           ["destination"])
 AUTH_FAILURES = Counter("relay_destination_auth_failures_total", "401/403 from a destination",
                         ["destination"])
+LIMIT_SHARE = Gauge("relay_rate_limit_share",
+                    "Share of a destination's documented limits this worker uses (its share of "
+                    "the destination's delivery partitions)", ["destination"])
 BREAKER_STATE = Gauge("relay_circuit_state", "0 closed, 1 half-open, 2 open, 3 paused",
                       ["destination"])
 EVENT_AGE = Histogram("relay_event_age_seconds", "Event age at delivery", ["destination"],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -328,12 +328,34 @@ def settle_size(destination, rate_scale: float, batch_max: int) -> int:
     return max(1, min(batch_max, max(MIN_SETTLE, window)))
 
 
+def limit_share(assigned: Iterable[Any], partitions: Mapping[str, int]) -> float:
+    """The share of a destination's limits a worker may use: the share of the destination's
+    delivery partitions (`partitions`: topic -> count, its main and retry lanes) assigned to it.
+    The destination counts every worker's calls together, and the traffic is split by
+    partition; at least one partition's worth, so a worker left without any still gets a
+    straggler through."""
+    total = sum(partitions.values())
+    if not total:
+        return 1.0
+    owned = sum(1 for tp in assigned if tp.topic in partitions)
+    return max(owned, 1) / total
+
+
 def install(relay: Relay) -> None:
-    for dest in DESTINATIONS:
-        _install_destination(relay, dest)
+    settlers = {dest: _install_destination(relay, dest) for dest in DESTINATIONS}
+    lanes = {dest: {topic: relay.catalog[topic].partitions or relay.settings.partitions
+                    for topic in (f"deliveries.{dest}", f"deliveries.retry.{dest}")}
+             for dest in settlers}
+
+    @relay.app.on_partitions_assigned.connect
+    async def share_limits(_sender: Any, assigned: Any = (), **_kwargs: Any) -> None:
+        for dest, settler in settlers.items():
+            share = limit_share(assigned, lanes[dest])
+            settler.deliverer.sender.set_share(share)
+            metrics.LIMIT_SHARE.labels(dest).set(share)
 
 
-def _install_destination(relay: Relay, dest: str) -> None:
+def _install_destination(relay: Relay, dest: str) -> Settler:
     settler = Settler(relay, dest)
     settings = relay.settings
     window_s = settings.batch_window_s(dest, gathers=gathers(IMPLEMENTATIONS[dest]))
@@ -350,3 +372,5 @@ def _install_destination(relay: Relay, dest: str) -> None:
     async def retry(stream):
         async for event in stream.events():
             await settler.work_lane_item(event, orjson.loads(event.value))
+
+    return settler

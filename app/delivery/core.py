@@ -154,9 +154,8 @@ class HttpSender:
         self.config = config
         self.trace_ids = trace_ids
         self.connections = connections
-        self.buckets = {
-            name: TokenBucket(rate * config.rate_scale) for name, rate in destination.limits.items()
-        }
+        self.share = 1.0  # of the destination's limits this worker may use (`set_share`)
+        self.buckets = {name: TokenBucket(self._rate(name)) for name in destination.limits}
         self.base_url = (config.base_url or "").rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=None, connect=settings.request_timeout_s,
                                              sock_read=settings.request_timeout_s)
@@ -181,9 +180,18 @@ class HttpSender:
             self._session = None
 
     def bucket(self, name: str) -> TokenBucket:
-        return self.buckets.get(name) or self.buckets.setdefault(
-            name, TokenBucket(self.destination.limits.get("default", 10.0) * self.config.rate_scale)
-        )
+        return self.buckets.get(name) or self.buckets.setdefault(name, TokenBucket(self._rate(name)))
+
+    def _rate(self, name: str) -> float:
+        limits = self.destination.limits
+        return limits.get(name, limits.get("default", 10.0)) * self.config.rate_scale * self.share
+
+    def set_share(self, share: float) -> None:
+        """Use `share` (0-1] of the destination's limits: a destination counts the calls of
+        every worker together, and each worker holds its share of the destination's traffic."""
+        self.share = min(1.0, max(share, 1e-6))
+        for name, bucket in self.buckets.items():
+            bucket.rescale(self._rate(name))
 
     def url(self, request: HttpRequest) -> str:
         """The destination's base URL + the request path, or the path when it is a URL itself

@@ -22,15 +22,21 @@ class TokenBucket:
     """`rate_per_s` requests per second, enforced over every sliding one-second window."""
 
     def __init__(self, rate_per_s: float, window_s: float = 1.0):
-        if rate_per_s <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = rate_per_s
-        self.window = window_s * SAFETY if rate_per_s * window_s >= 1 else SAFETY / rate_per_s
-        self.limit = max(1, math.floor(rate_per_s * window_s))
+        self.window_s = window_s
+        self.rescale(rate_per_s)
         self._sent: deque[float] = deque()
         self._lock = asyncio.Lock()
         self._blocked_until = 0.0
         self.waited_s = 0.0
+
+    def rescale(self, rate_per_s: float) -> None:
+        """Admit `rate_per_s` from now on (what was admitted stays in the window)."""
+        if rate_per_s <= 0:
+            raise ValueError("rate must be positive")
+        window_s = self.window_s
+        self.rate = rate_per_s
+        self.window = window_s * SAFETY if rate_per_s * window_s >= 1 else SAFETY / rate_per_s
+        self.limit = max(1, math.floor(rate_per_s * window_s))
 
     async def acquire(self, tokens: float = 1.0) -> float:
         """Wait until one more request fits the window; returns the seconds waited."""

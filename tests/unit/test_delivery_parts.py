@@ -126,3 +126,32 @@ def test_requests_in_flight_follow_what_a_destination_admits():
     assert concurrency_for(ATTENTIVE, DestinationConfig(rate_scale=0.01)) == MIN_CONCURRENCY
     assert concurrency_for(ATTENTIVE, DestinationConfig(rate_scale=20)) == MAX_CONCURRENCY
     assert concurrency_for(ATTENTIVE, DestinationConfig(concurrency=3)) == 3  # <DEST>_CONCURRENCY
+
+
+def test_a_worker_uses_its_share_of_the_delivery_partitions_of_the_limits():
+    from faust.types import TP
+
+    from app.agents.sinks import limit_share
+
+    lanes = {"deliveries.attentive": 4, "deliveries.retry.attentive": 4}
+    every = [TP(topic, p) for topic in lanes for p in range(4)]
+    assert limit_share(every, lanes) == 1.0  # alone
+    half = [TP("deliveries.attentive", 0), TP("deliveries.attentive", 1),
+            TP("deliveries.retry.attentive", 2), TP("deliveries.retry.attentive", 3),
+            TP("deliveries.braze", 0)]
+    assert limit_share(half, lanes) == 0.5
+    assert limit_share([TP("deliveries.braze", 0)], lanes) == 1 / 8  # none: one partition's worth
+
+
+async def test_a_share_of_the_limits_rescales_every_bucket():
+    from app.config import DestinationConfig, Settings
+    from app.delivery.core import HttpSender
+    from app.destinations.attentive import DESTINATION as ATTENTIVE
+
+    sender = HttpSender(ATTENTIVE, DestinationConfig(rate_scale=2.0), Settings())
+    assert sender.bucket("default").limit == 300 and sender.bucket("subscribe").limit == 20
+    sender.set_share(0.5)
+    assert sender.bucket("default").limit == 150 and sender.bucket("subscribe").limit == 10
+    assert sender.bucket("other").limit == 150  # made later: the share applies too
+    sender.set_share(1.0)
+    assert sender.bucket("default").limit == 300
