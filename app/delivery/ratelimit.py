@@ -15,7 +15,12 @@ import math
 import time
 from collections import deque
 
-SAFETY = 1.05  # widen the window: requests can arrive closer together than they left
+# Widen the window: requests can arrive closer together than they left, the more so the more
+# are in flight and the busier the destination's front end. At 1.05, with up to 64 requests in
+# flight, the bench's sandbox saw 1-46 calls too many per run at Attentive's scaled limit, and
+# each 429 parked that customer's later items in the retry lane (a 10 s tail in one run); at
+# 1.1, 0-6 in four runs.
+SAFETY = 1.1
 
 
 class TokenBucket:
