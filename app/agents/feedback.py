@@ -48,6 +48,7 @@ from app.routing import plan
 
 log = structlog.get_logger(__name__)
 
+
 def _number(name: str, default: float) -> float:
     raw = os.environ.get(name, "")
     try:

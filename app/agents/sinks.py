@@ -48,7 +48,7 @@ IN_LANE = "in_retry_lane"  # ledger status while the retry lane owns a delivery
 class Settler:
     """Delivers batches for one destination and records their outcomes."""
 
-    def __init__(self, relay: Relay, dest: str, batch_max: int | None = None):
+    def __init__(self, relay: Relay, dest: str):
         self.relay = relay
         self.dest = dest
         self.ledger = relay.table("ledger", bundled=True)
@@ -58,7 +58,7 @@ class Settler:
         self.parked = relay.table("parked")  # "<dest>|<customer key>" -> items in the retry lane
         self.deliverer = Deliverer(IMPLEMENTATIONS[dest], relay.settings, trace_ids=relay.trace_ids)
         self.pace = Pace(settle_size(IMPLEMENTATIONS[dest], self.deliverer.config.rate_scale,
-                                     batch_max or relay.settings.sink_batch_max))
+                                     relay.settings.sink_batch_max))
         self._event_age = metrics.EVENT_AGE.labels(dest)
 
     def settles(self, batch: list[tuple[Any, dict]]) -> Iterator[list[tuple[Any, dict]]]:
