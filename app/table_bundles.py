@@ -101,9 +101,12 @@ class TableBundler(Gatherer):
         writer = uuid.uuid4().hex[:12]  # once: a generator's expression runs per item
         self._names = (f"{PREFIX}{writer}:{n}" for n in itertools.count())
 
-    def add(self, table: BundledTable, partition: int, key: Any, value: Any) -> asyncio.Future:
-        """Queue a write; returns the future of its bundle's acknowledgement."""
-        raw = orjson.dumps(value)  # encoded once, as it will be sent
+    def add(self, table: BundledTable, partition: int, key: Any, value: Any,
+            raw: bytes | None = None) -> asyncio.Future:
+        """Queue a write (`raw`: the value's JSON when the store has it already); returns the
+        future of its bundle's acknowledgement."""
+        if raw is None:
+            raw = orjson.dumps(value)  # encoded once, as it will be sent
         return self.gather(table, partition, [key, orjson.Fragment(raw)], len(raw))
 
     async def send_bundle(self, table: BundledTable, partition: int,

@@ -15,7 +15,7 @@ import orjson
 import structlog
 from faust.stores.memory import Store as MemoryStore
 
-from app import bundles, metrics
+from app import bundles, metrics, rocksdb_store
 from app.batches import Batch
 from app.bundles import Bundler, Item
 from app.catalog import TopicSpec
@@ -76,6 +76,8 @@ class Relay:
         """The app's table `name` (made on first use); `bundled`: its changelog takes many
         writes per record (app/table_bundles.py)."""
         if name not in self.tables:
+            if self.settings.store.startswith("rocksdb"):
+                kwargs.setdefault("store", rocksdb_store.url(name))
             if bundled:
                 table = self.app.tables.add(BundledTable(
                     self.app, name=name, default=None, beacon=self.app.tables.beacon,
@@ -164,17 +166,21 @@ class Relay:
         if event is None:
             raise RuntimeError("a table write needs a current event (its partition)")
         partition = event.message.partition
-        table.data[key] = value
+        store = table.data
+        written = store.write(key, value) if type(store) is rocksdb_store.Store else None
+        if written is None:
+            store[key] = value
         if getattr(table, "bundled", False):
             tables = self.table_bundler()
-            future = tables.add(table, partition, key, value)
+            future = tables.add(table, partition, key, value, written and written[1])
             if tables.full():
                 await tables.flush()
             return future
-        changelog = table.changelog_topic
-        raw_key, _ = changelog.prepare_key(key, table.key_serializer)
-        raw_value, _ = changelog.prepare_value(value, table.value_serializer)
-        return await self._send_changelog(table, partition, raw_key, raw_value)
+        if written is None:
+            changelog = table.changelog_topic
+            written = (changelog.prepare_key(key, table.key_serializer)[0],
+                       changelog.prepare_value(value, table.value_serializer)[0])
+        return await self._send_changelog(table, partition, *written)
 
     def table_bundler(self) -> TableBundler:
         if self._table_bundler is None:
