@@ -47,9 +47,11 @@ class Store(rocksdb.Store):
                         and self.value_type in (None, bytes))
         self._raw_values = self.value_serializer == "raw"
 
-    def _database(self) -> Any:
-        """The current event's partition database, or None where Faust's path must decide."""
-        if not self._direct or self.table.is_global or self.table.use_partitioner:
+    def _database(self, key: Any) -> Any:
+        """The current event's partition database for `key`, or None where Faust's path must
+        decide."""
+        if (type(key) is not str or not self._direct or self.table.is_global
+                or self.table.use_partitioner):
             return None
         event = current_event()
         if event is None:
@@ -57,7 +59,7 @@ class Store(rocksdb.Store):
         return self._db_for_partition(event.message.partition)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        db = self._database() if type(key) is str else None
+        db = self._database(key)
         if db is None:
             try:
                 return super().__getitem__(key)
@@ -67,7 +69,7 @@ class Store(rocksdb.Store):
         return default if value is _MISSING else value
 
     def __getitem__(self, key: Any) -> Any:
-        db = self._database() if type(key) is str else None
+        db = self._database(key)
         if db is None:
             return super().__getitem__(key)
         value = self._read(db, key)
@@ -94,7 +96,7 @@ class Store(rocksdb.Store):
         """`self[key] = value` by the direct path, returning the key and value bytes written
         (what the changelog record carries); None, having written nothing, where Faust's path
         must do it."""
-        db = self._database() if type(key) is str else None
+        db = self._database(key)
         if db is None:
             return None
         if isinstance(value, bytes):
