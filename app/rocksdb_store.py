@@ -42,16 +42,17 @@ class Store(rocksdb.Store):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # A table's kind is fixed before Faust makes its store (on first use of `table.data`).
         self._direct = (self.key_type is str and self.key_serializer == "json"
                         and self.value_serializer in ("json", "raw")
-                        and self.value_type in (None, bytes))
+                        and self.value_type in (None, bytes)
+                        and not self.table.is_global and not self.table.use_partitioner)
         self._raw_values = self.value_serializer == "raw"
 
     def _database(self, key: Any) -> Any:
         """The current event's partition database for `key`, or None where Faust's path must
         decide."""
-        if (type(key) is not str or not self._direct or self.table.is_global
-                or self.table.use_partitioner):
+        if type(key) is not str or not self._direct:
             return None
         event = current_event()
         if event is None:
