@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +13,8 @@ import faust
 import orjson
 import structlog
 from faust.stores.memory import Store as MemoryStore
+from faust.streams import _current_event, current_event
+from faust.types import TP
 
 from app import bundles, metrics, rocksdb_store
 from app.batches import Batch
@@ -160,8 +161,6 @@ class Relay:
         partition the current event's (as Faust's), and the offset persisted the same way
         (RocksDB keeps it to recover only what it misses). A bundled table's write waits in
         its partition's bundle until the next flush (app/table_bundles.py)."""
-        from faust.streams import current_event
-
         event = current_event()
         if event is None:
             raise RuntimeError("a table write needs a current event (its partition)")
@@ -194,8 +193,6 @@ class Relay:
 
     async def _send_changelog(self, table: Any, partition: int, raw_key: bytes,
                               raw_value: bytes) -> asyncio.Future:
-        from faust.types import TP
-
         topic = table.changelog_topic.get_topic_name()
         future = await self.app.producer.send(topic, raw_key, raw_value, partition, None, None)
         store = table.data
@@ -297,23 +294,26 @@ def producer_partitions(app: faust.App, topic: str) -> set[int] | None:
     return cluster.partitions_for_topic(topic) if cluster is not None else None
 
 
-def bind_event(event) -> Any:
+def bind_event(event, _set=_current_event.set, _ref=weakref.ref) -> Any:
     """Make `event` Faust's current event, as stream iteration does for one event at a time.
 
     Batched iteration (`take_events`) leaves no current event, yet table reads and writes need
-    one to pick the partition (and the RocksDB instance); this is the one place that knows."""
-    from faust.streams import _current_event
+    one to pick the partition (and the RocksDB instance); this is the one place that knows.
+    Several calls per event: the names are bound once (an import per call cost 0.8 us)."""
+    return _set(_ref(event))
 
-    return _current_event.set(weakref.ref(event))
 
+class event_bound:  # noqa: N801 - used like a function: `with event_bound(event):`
+    """`bind_event` for a block only: the event current before comes back after it. A class,
+    not a `contextmanager` generator: 0.5 us a block against 2.8 (once per shortcut event)."""
 
-@contextmanager
-def event_bound(event) -> Iterator[None]:
-    """`bind_event` for a block only: the event current before comes back after it."""
-    from faust.streams import _current_event
+    __slots__ = ("event", "token")
 
-    token = bind_event(event)
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+    def __init__(self, event: Any):
+        self.event = event
+
+    def __enter__(self) -> None:
+        self.token = bind_event(self.event)
+
+    def __exit__(self, *_exc: object) -> None:
+        _current_event.reset(self.token)
