@@ -26,6 +26,7 @@ from before bundles) as a bundle of one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -97,12 +98,15 @@ class Gatherer:
         self.pending: dict[tuple[Any, int], _Pending] = {}
         self._lock = asyncio.Lock()
         self._full = False
+        self._since = 0.0  # when the oldest pending entry was gathered (time.monotonic)
 
     def gather(self, target: Any, partition: int, entry: list, size: int) -> asyncio.Future:
         """Queue an entry of about `size` bytes; returns the future of its record's
         acknowledgement."""
         pending = self.pending.get((target, partition))
         if pending is None:
+            if not self.pending:
+                self._since = time.monotonic()
             pending = self.pending[(target, partition)] = _Pending()
         pending.entries.append(entry)
         pending.size += size + 64
@@ -113,6 +117,10 @@ class Gatherer:
     def full(self) -> bool:
         """Whether a bundle reached MAX_BYTES since the last flush."""
         return self._full
+
+    def waited(self) -> float:
+        """How long the oldest pending entry has waited, in seconds (0 when none waits)."""
+        return time.monotonic() - self._since if self.pending else 0.0
 
     async def flush(self) -> None:
         """Hand every pending bundle to the producer, in the order they were started."""

@@ -69,7 +69,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     for stage in STAGES:
         stage.install(relay)
     relay.install_buffer_writers()
-    app.batch_agents.before_ack = relay.flush_buffers
+    app.batch_agents.before_ack = relay.flush_after_batch
     web.install(app, relay)
     heap.install(app)
     return app

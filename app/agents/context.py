@@ -33,6 +33,9 @@ log = structlog.get_logger(__name__)
 # the rest of its batch when the producer is not flushed sooner.
 OUTCOME_BATCH_MAX = 500
 OUTCOME_WAIT_S = 0.05
+# How long items wait in a bundle for more before a batch's end sends it (the timer sends it
+# after OUTCOME_WAIT_S, a commit at once).
+BATCH_LINGER_S = 0.01
 
 
 @dataclass
@@ -50,6 +53,10 @@ class Relay:
     # `await bind(identifier key, claim)` records a profile's identifier (route)
     resolve: Callable[[dict], Awaitable[None]] | None = None
     bind: Callable[[str, dict], Awaitable[None]] | None = None
+    # app.agents.route: `await to_profiles(profile id, doc, raw=None, op=None)` hands a record
+    # to the route stage (`identity.profiles`, or run here: app/agents/shortcut.py); `raw` is
+    # the doc's JSON when the caller has it, `op` the record's identity-op header
+    to_profiles: Callable[..., Awaitable[None]] | None = None
     # Ingress topic -> `await tap(envelopes)` for each record's envelopes, before they go on
     # (e.g. maac.results -> LINE feedback): a second reader of the record without a second parse.
     ingress_taps: dict[str, list[Callable[[list[dict]], Awaitable[None]]]] = field(
@@ -142,13 +149,19 @@ class Relay:
         # the route stage when read per send)
         return self.app.conf.producer_partitioner.hash_of
 
-    async def flush_buffers(self) -> None:
+    async def flush_buffers(self, linger_s: float = 0.0) -> None:
         """Send what waits in bundles, bundled table writes and outcome batches to the
-        producer."""
-        if self._bundler is not None and self._bundler.pending:
-            await self._bundler.flush()
-        await self.flush_tables()
+        producer; `linger_s`: only the bundles whose oldest item has waited that long."""
+        for gatherer in (self._bundler, self._table_bundler):
+            if gatherer is not None and gatherer.pending and gatherer.waited() >= linger_s:
+                await gatherer.flush()
         await self.write_outcomes()
+
+    async def flush_after_batch(self) -> None:
+        """What an agent's batch left buffered, once it has waited BATCH_LINGER_S: every agent
+        ends batches often, and a flush after each one cut bundles so small that their records
+        cost more than the items (three times the records once ingress routed events itself)."""
+        await self.flush_buffers(BATCH_LINGER_S)
 
     async def put(self, table: Any, key: Any, value: Any) -> asyncio.Future:
         """`table[key] = value` with its changelog record handed straight to the producer;
@@ -316,4 +329,9 @@ class event_bound:  # noqa: N801 - used like a function: `with event_bound(event
         self.token = bind_event(self.event)
 
     def __exit__(self, *_exc: object) -> None:
-        _current_event.reset(self.token)
+        restore_event(self.token)
+
+
+def restore_event(token: Any) -> None:
+    """Undo the `bind_event` that returned `token`: the event current before it is back."""
+    _current_event.reset(token)

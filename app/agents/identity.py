@@ -54,25 +54,27 @@ def install(relay: Relay) -> None:
     envelopes = shortcut.Shortcut(relay, shortcut.TOPIC, settings.identity_shortcut)
     claims = shortcut.Shortcut(relay, shortcut.CLAIMS, settings.identity_shortcut)
 
-    async def to_profile(pid: str, raw: bytes) -> None:
-        await relay.send("identity.profiles", pid, raw)
+    # An envelope travels as `env` (parsed) and `raw` (its JSON), either of them None until
+    # needed: one resolved here goes on parsed, one sent through a topic as JSON.
 
-    async def next_hop(rest: list[str], raw: bytes, anchor: str) -> None:
+    async def next_hop(rest: list[str], env: dict | None, raw: bytes | None, anchor: str) -> None:
         if rest:
             key, later = rest[0], rest[1:]
-            await claims.forward(key.encode(), raw, lambda: lookup(key, later, raw, anchor),
+            await claims.forward(key.encode(), env if raw is None else raw,
+                                 lambda: lookup(key, later, env, raw, anchor),
                                  headers=[(OP, b"lookup"), (REST, orjson.dumps(later)),
                                           (ANCHOR, anchor.encode())])
         else:  # nobody knows any identifier of this event: a new profile
-            await to_profile(graph.profile_id_for(anchor), raw)
+            await relay.to_profiles(graph.profile_id_for(anchor), env, raw)
 
-    async def lookup(key: str, rest: list[str], raw: bytes, anchor: str) -> None:
+    async def lookup(key: str, rest: list[str], env: dict | None, raw: bytes | None,
+                     anchor: str) -> None:
         """At `key`'s index partition: its profile, or the next identifier's partition."""
         pid = graph.resolve(read(index, key))
         if pid:
-            await to_profile(pid, raw)
+            await relay.to_profiles(pid, env, raw)
             return
-        await next_hop(rest, raw, anchor)
+        await next_hop(rest, env, raw, anchor)
 
     async def on_envelope(key: str, env: dict, raw: bytes | None = None) -> None:
         """Resolve one envelope (`raw`: its bytes as received, when they may be passed on)."""
@@ -88,23 +90,21 @@ def install(relay: Relay) -> None:
                 trace["rejected_identifiers"] = sorted(
                     set(trace.get("rejected_identifiers") or ()) | set(rejected))
             raw = None
-        if raw is None:
-            raw = orjson.dumps(env)
         keys = [k for _kind, k in lookup_order(clean, unify)]
         if not keys:  # nothing to resolve: route as it is
-            await relay.send("identity.profiles", key or env.get("event_id", ""), raw,
-                             headers=[(OP, b"anon")])
+            await relay.to_profiles(key or env.get("event_id", ""), env, raw, op=b"anon")
             return
         if key in keys:  # this partition owns the record key's index entry: ask it first
             pid = graph.resolve(read(index, key))
             if pid:
-                await to_profile(pid, raw)
+                await relay.to_profiles(pid, env, raw)
                 return
-        await next_hop([k for k in keys if k != key], raw, keys[0])
+        await next_hop([k for k in keys if k != key], env, raw, keys[0])
 
     async def on_lookup(record, key: str) -> None:
         rest = orjson.loads(header(record, REST) or b"[]")
-        await lookup(key, rest, record.value, (header(record, ANCHOR) or key.encode()).decode())
+        await lookup(key, rest, None, record.value,
+                     (header(record, ANCHOR) or key.encode()).decode())
 
     async def on_bind(key: str, msg: dict) -> None:
         kind, pid = msg["t"], msg["p"]
@@ -115,8 +115,7 @@ def install(relay: Relay) -> None:
             metrics.IDENTITY_UPDATES.labels("index").inc()
         if decision.merge:
             loser, winner = decision.merge
-            await relay.send("identity.profiles", loser, {"into": winner},
-                             headers=[(OP, b"merge")])
+            await relay.to_profiles(loser, {"into": winner}, op=b"merge")
         if decision.quarantine:
             metrics.IDENTITY_QUARANTINED.labels(kind).inc()
             log.warning("identity.quarantined", identifier_type=kind,

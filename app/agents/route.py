@@ -15,12 +15,14 @@ from typing import Any
 
 import orjson
 import structlog
+from faust.streams import current_event
 
 from app import logs, metrics
+from app.agents import shortcut
 from app.agents.context import Relay, bind_event, read
 from app.agents.identity import OP, header
 from app.agents.screen import apply_signal_list, apply_signals, install_outcome_consent, screen
-from app.bundles import BUNDLES_PER_BATCH
+from app.bundles import BUNDLES_PER_BATCH, Item
 from app.identity import profile as profiles
 from app.identity.keys import key_of
 from app.pipeline import route
@@ -59,7 +61,7 @@ def install(relay: Relay) -> None:
         logs.bind_event(env)
         prof = profiles.loads(read(table, pid))
         if prof is not None and "m" in prof:  # merged: the surviving profile takes it
-            await relay.send("identity.profiles", prof["m"], item.value)
+            await to_profiles(prof["m"], env)
             return
         prof = prof or profiles.new_profile()
         attrs = env.get("attributes") if env.get("type") == "identity.updated" else None
@@ -80,22 +82,20 @@ def install(relay: Relay) -> None:
         if prof is not None and "m" in prof:
             if prof["m"] != winner:  # already merged elsewhere: unite the two survivors
                 low, high = sorted((prof["m"], winner))
-                await relay.send("identity.profiles", high, {"into": low},
-                                 headers=[(OP, b"merge")])
+                await to_profiles(high, {"into": low}, op=b"merge")
             return
         await relay.put(table, loser, orjson.dumps({"m": winner}))
         metrics.IDENTITY_MERGES.inc()
         log.info("identity.merged")
         if prof:
-            await relay.send("identity.profiles", winner,
-                             {"from": loser, "via": [], "profile": prof},
-                             headers=[(OP, b"absorb")])
+            await to_profiles(winner, {"from": loser, "via": [], "profile": prof},
+                              op=b"absorb")
 
     async def on_absorb(pid: str, msg: dict[str, Any]) -> None:
         prof = profiles.loads(table.get(pid))
         if prof is not None and "m" in prof:  # this one was merged too: pass it on
             msg["via"].append(pid)
-            await relay.send("identity.profiles", prof["m"], msg, headers=[(OP, b"absorb")])
+            await to_profiles(prof["m"], msg, op=b"absorb")
             return
         await relay.put(table, pid, profiles.dumps(
             profiles.merge(prof or profiles.new_profile(), msg["profile"])))
@@ -106,7 +106,7 @@ def install(relay: Relay) -> None:
     async def on_consent(pid: str, msg: dict[str, Any]) -> None:
         prof = profiles.loads(table.get(pid))
         if prof is not None and "m" in prof:
-            await relay.send("identity.profiles", prof["m"], msg, headers=[(OP, b"consent")])
+            await to_profiles(prof["m"], msg, op=b"consent")
             return
         prof = prof or profiles.new_profile()
         if apply_signal_list(prof, msg.get("signals") or []):
@@ -132,11 +132,37 @@ def install(relay: Relay) -> None:
         except Exception as exc:  # a bug must not stop the stream or lose the event
             await relay.internal_error("route", item, exc)
 
-    @relay.batch_agent(relay.topic("identity.profiles"), name="route",
+    lane = shortcut.Shortcut(relay, shortcut.PROFILES, relay.settings.identity_shortcut,
+                             exclusive=True)
+    shortcut.install(relay, lane)
+
+    async def to_profiles(pid: str, doc: Any, raw: bytes | None = None,
+                          op: bytes | None = None) -> None:
+        """The route stage's work on a record for profile `pid`: run here when its partition
+        allows (app/agents/shortcut.py), else sent to `identity.profiles`."""
+        headers = [(OP, op)] if op else None
+        await lane.forward(pid.encode(), doc if raw is None else raw,
+                           lambda: on_record(_local_item(pid, headers, doc, raw)), headers=headers)
+
+    relay.to_profiles = to_profiles
+
+    @relay.batch_agent(relay.topic(shortcut.PROFILES), name="route",
                        max_records=BUNDLES_PER_BATCH)
     async def route_agent(batches):
+        shortcut.consuming_here()
         async for batch in batches:
             async for part, record in batch.each():
                 bind_event(part.event)
-                for item in await relay.items_of("route", record):
-                    await on_record(item)
+                async with lane.holding(record.partition):
+                    for item in await relay.items_of("route", record):
+                        await on_record(item)
+                lane.gate.processed(record.partition, record.offset)
+
+
+def _local_item(pid: str, headers: list | None, doc: Any, raw: bytes | None) -> Item:
+    """A record the route stage runs without the topic, shaped like one read from it (for
+    `on_record` and, should it fail, its dead letter)."""
+    partition = current_event().message.partition
+    if doc is None:
+        doc = orjson.loads(raw)
+    return Item(shortcut.PROFILES, partition, -1, pid.encode(), headers or [], doc, raw)

@@ -88,8 +88,6 @@ def install_outcome_consent(relay: Relay) -> None:
     `identity.profiles` keyed by the profile id (the route stage owns the profile)."""
     import time
 
-    from app.agents.identity import OP
-
     async def hook(_dest: str, outcome: Any, _final: str) -> None:
         delivery = outcome.delivery
         pid = ((delivery.get("envelope") or {}).get("profile") or {}).get("id")
@@ -98,8 +96,7 @@ def install_outcome_consent(relay: Relay) -> None:
         found = consent.outcome_signals(delivery, outcome.status, outcome.reason or "",
                                         time.time())
         if found:
-            await relay.send("identity.profiles", pid, {"signals": [list(s) for s in found]},
-                             headers=[(OP, b"consent")])
+            await relay.to_profiles(pid, {"signals": [list(s) for s in found]}, op=b"consent")
 
     relay.outcome_hooks.append(hook)
 

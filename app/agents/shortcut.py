@@ -1,28 +1,38 @@
 """Shortcuts: a stage runs the work of a topic's consumer itself, for the partitions of that topic
 this worker owns, instead of sending a record there.
 
-Two topics have one, both read by the identity agent and partitioned like the `identities`
-table it keeps:
-- `events.normalized`: ingress resolves an envelope's profile itself (the identity agent's
-  `on_envelope`), reading exactly the index partition that agent would read;
-- `identity.claims`: a lookup of an identifier the envelope's own partition does not know, and
-  a bind of a profile's new identifier (sent by the route stage), run against that identifier's
-  index partition here. Without it a new customer's event took up to three more hops through
-  the topic, one per unify key (p99 of the identity stage 95 -> 270 ms with 5 % sign-ups).
+Three topics have one, each partitioned like the table its consumer keeps:
+- `events.normalized` (identity agent, `identities` table): ingress resolves an envelope's
+  profile itself (the identity agent's `on_envelope`), reading exactly the index partition that
+  agent would read;
+- `identity.claims` (identity agent): a lookup of an identifier the envelope's own partition
+  does not know, and a bind of a profile's new identifier (sent by the route stage), run
+  against that identifier's index partition here. Without it a new customer's event took up to
+  three more hops through the topic, one per unify key (p99 of the identity stage 95 -> 270 ms
+  with 5 % sign-ups);
+- `identity.profiles` (route agent, `profiles` table): the resolved envelope is enriched,
+  screened and routed by whoever resolved it, ingress most of the time.
 
 Each hop cost a produce, a fetch, a consume and a JSON round trip, and about 35-40 ms of latency
 on the embedded broker (BENCHMARKS.md).
 
 What a shortcut must not do is overtake a record of the same partition that went through the
-topic. So a partition opens only once the identity agent has processed a record at or past
-every record this worker sent to it, with none of them still unacknowledged. The records of a
+topic. So a partition opens only once its consumer has processed a record at or past every
+record this worker sent to it, with none of them still unacknowledged. The records of a
 partition are processed in offset order, so everything appended before ours (by any worker,
 before a rebalance) has been processed too. A rebalance closes every partition, and each one's
 first record afterwards goes through the topic; a partition this worker does not own never
-opens. Once open a partition stays open, since this worker sends it nothing more; work of other
-workers arriving through the topic meanwhile is as concurrent with ours as it ever was. Work run
-here is atomic against the identity agent's: a table entry is read and written with no await in
-between (`Relay.put` writes the store before it sends the changelog record).
+opens. A record this worker must still send through the topic (the consumer's own work, or a
+partition busy, below) closes its partition again until the consumer has processed it. Work of
+other workers arriving through the topic meanwhile is as concurrent with ours as it ever was.
+
+Work run here must not interleave with the consumer's on the same table entry. The identity
+agent's work reads and writes an entry with no await in between (`Relay.put` writes the store
+before it sends the changelog record), so it is atomic. The route stage awaits between reading a
+profile and writing it back (it screens and sends the event's deliveries in between), so its
+shortcut is `exclusive`: the route agent holds a partition's lock while it processes a record,
+and work runs here only when nobody holds it, never waiting for it (the record takes the topic
+instead), so no two locks are ever waited for at once.
 
 The partition is computed as the producer's partitioner does (Kafka's default) from the catalog's
 partition count; every acknowledgement is checked against it, and a mismatch (a topic created
@@ -32,8 +42,10 @@ with another count) turns the shortcut off for the life of the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -41,20 +53,21 @@ from typing import Any
 import structlog
 
 from app import metrics
-from app.agents.context import event_bound
+from app.agents.context import bind_event, restore_event
 from app.partitioner import kafka_hash
 
 log = structlog.get_logger(__name__)
 
 TOPIC = "events.normalized"  # ingress's shortcut (the identity agent's other one: CLAIMS)
 CLAIMS = "identity.claims"
+PROFILES = "identity.profiles"  # the route agent's
 FAILED = 1 << 62  # the end offset of an envelope that never reached the log
 # How long ingress waits for the identity agent to catch up with a partition, and how often it
 # looks: about one hop once per partition after each rebalance, or a backlog left by a crash.
 CATCH_UP_WAIT_S = 1.0
 CATCH_UP_POLL_S = 0.005
-# Set in the task of the agent that consumes the shortcuts' topics (the identity agent): waiting
-# there for a partition to catch up would wait for itself.
+# Set in the tasks of the agents that consume the shortcuts' topics (identity, route): waiting
+# there for a partition to catch up could wait for itself.
 _CATCHES_UP: ContextVar[bool] = ContextVar("relay_shortcut_catches_up", default=False)
 
 
@@ -102,8 +115,10 @@ class Gate:
                 and (end is not None or bool(self._unacked.get(partition))))
 
     def sending(self, partition: int) -> int:
-        """An envelope goes to `partition` on the topic; returns the generation to ack with."""
+        """A record goes to `partition` on the topic; returns the generation to ack with. The
+        partition stays closed until the consumer has processed it."""
         self._unacked[partition] = self._unacked.get(partition, 0) + 1
+        self._open.discard(partition)
         return self.generation
 
     def acked(self, generation: int, expected: int, partition: int | None,
@@ -150,7 +165,7 @@ class _PartitionEvent:
 class Shortcut:
     """Sends a stage's records to `topic`, or runs their work here when the gate allows."""
 
-    def __init__(self, relay: Any, topic: str, enabled: bool = True):
+    def __init__(self, relay: Any, topic: str, enabled: bool = True, exclusive: bool = False):
         partitioner = relay.app.conf.producer_partitioner
         self.relay = relay
         self.topic = topic
@@ -158,19 +173,39 @@ class Shortcut:
                          getattr(partitioner, "hash_of", kafka_hash))
         self.enabled = enabled
         self._events = {p: _PartitionEvent(_Message(p)) for p in range(self.gate.partitions)}
+        # exclusive: a partition's work runs in one task at a time (see the module doc)
+        self._locks = ({p: asyncio.Lock() for p in range(self.gate.partitions)}
+                       if exclusive else None)
         self._local = metrics.IDENTITY_SHORTCUT.labels(topic, "local")
         self._topic = metrics.IDENTITY_SHORTCUT.labels(topic, "topic")
 
+    def holding(self, partition: int) -> AbstractAsyncContextManager:
+        """For the consumer: hold `partition` while processing its record (`async with`)."""
+        if self._locks is None or partition not in self._locks:
+            return contextlib.nullcontext()
+        return self._locks[partition]
+
     async def forward(self, key: bytes, value: Any, here: Callable[[], Awaitable[None]],
                       headers: list[tuple[str, bytes]] | None = None) -> None:
-        """`await here()` in the context of the key's partition when it is open, else send
-        `value` with `headers` to the topic under `key`."""
+        """`await here()` in the context of the key's partition when it is open (and nobody
+        holds it), else send `value` with `headers` to the topic under `key`."""
         partition = self.gate.partition_of(key)
-        if self.enabled and await self.is_open(partition):
-            self._local.inc()
-            with event_bound(self._events[partition]):
-                await here()
-            return
+        # allows() first: the open partition is the common case, and is_open's wait costs a
+        # coroutine per call
+        if self.enabled and (self.gate.allows(partition) or await self.is_open(partition)):
+            lock = self._locks[partition] if self._locks is not None else None
+            if lock is None or not lock.locked():
+                self._local.inc()
+                token = bind_event(self._events[partition])
+                try:
+                    if lock is None:
+                        await here()
+                    else:
+                        async with lock:
+                            await here()
+                finally:
+                    restore_event(token)
+                return
         self._topic.inc()
         generation = self.gate.sending(partition)
         future = await self.relay.send(self.topic, key, value, headers=headers)

@@ -83,3 +83,24 @@ async def test_bundled_items_wait_for_a_flush_and_go_out_one_bundle_per_partitio
     assert sorted(item[2]["delivery_id"] for _s, _t, value in bundles
                   for item in value["bundle"]) == sorted(k.decode() for k in keys)
     assert producer.calls[-1] == ("flush",)
+
+
+async def test_a_batch_end_sends_only_bundles_that_have_lingered():
+    """Every agent ends batches often; bundles younger than BATCH_LINGER_S wait for more items
+    (the timer, a commit or a later batch end sends them), older ones go at once."""
+    from app.agents.context import BATCH_LINGER_S
+
+    relay, producer = relay_with()
+    await relay.send("deliveries.braze", b"customer_id:C1", {"delivery_id": "d1"})
+    await relay.flush_after_batch()
+    assert [c for c in producer.calls if c[0] == "send" and c[1] != "relay.outcomes"] == []
+    await asyncio.sleep(BATCH_LINGER_S * 1.5)
+    await relay.send("deliveries.braze", b"customer_id:C1", {"delivery_id": "d2"})
+    await relay.flush_after_batch()
+    bundles = [c for c in producer.calls if c[0] == "send" and c[1] == "deliveries.braze"]
+    assert len(bundles) == 1
+    assert [item[2]["delivery_id"] for item in bundles[0][2]["bundle"]] == ["d1", "d2"]
+    await relay.send("deliveries.braze", b"customer_id:C1", {"delivery_id": "d3"})
+    await relay.flush_buffers()  # the timer's and the commit's flush wait for nothing
+    bundles = [c for c in producer.calls if c[0] == "send" and c[1] == "deliveries.braze"]
+    assert len(bundles) == 2

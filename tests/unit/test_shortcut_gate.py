@@ -113,3 +113,17 @@ def test_worth_waiting_only_for_envelopes_already_sent_to_an_owned_partition():
     failed = gate.sending(1)
     gate.acked(failed, 1, None, None)
     assert not gate.catching_up(1)
+
+
+def test_a_record_sent_through_the_topic_while_open_closes_it_until_processed():
+    """Work run here must not overtake a record this worker still sent through the topic (the
+    route stage's merges and redirects, or a record whose partition was busy)."""
+    gate = opened(1, offset=10)
+    assert gate.allows(1)
+    generation = gate.sending(1)
+    assert not gate.allows(1)
+    gate.acked(generation, 1, 1, 11)
+    assert not gate.allows(1)
+    gate.processed(1, 11)
+    assert gate.allows(1)
+    assert gate.allows(1) and not opened(2).allows(1)  # the other partitions are unaffected
