@@ -118,12 +118,19 @@ class BatchAgent:
     def __init__(self, app: Any, name: str, topics: tuple[str, ...], handler: Handler,
                  max_records: int = MAX_RECORDS, high_water: int | None = None,
                  before_ack: Callable[[], Awaitable[None]] | None = None,
-                 linger_s: float = 0.0):
+                 linger_s: float = 0.0, behind_s: float = 0.0,
+                 behind: Callable[[], bool] | None = None):
         self.app = app
         # How long a batch may wait for more records after its first arrived, while it holds
         # fewer than max_records: a sink's requests carry more items (Braze takes 75 per call)
         # for that much latency when traffic is light; under load batches fill at once.
         self.linger_s = linger_s
+        # While `behind()` (the worker has a backlog), a batch is handed over no sooner than
+        # `behind_s` after the previous one: what it gathers is what arrived meanwhile, and
+        # an event's latency is its wait in the backlog, not this.
+        self.behind_s = behind_s
+        self.behind = behind
+        self._handed_at = 0.0  # loop time the last batch was handed over
         self.before_ack = before_ack  # sends what the batch left buffered (app.bundles)
         self.name = name
         self.topics = topics
@@ -146,6 +153,11 @@ class BatchAgent:
         if self.waiting > self.high_water and part.tp not in self.held:
             self.held.add(part.tp)
             self.app.consumer.on_buffer_full(part.tp)
+
+    def backlogged(self) -> bool:
+        """Whether a quarter of a full batch waits beyond the one being worked on: the agent is
+        behind (a worker keeping up has a fetch or two waiting at most)."""
+        return self.waiting >= max(1, self.max_records // 4)
 
     def clear(self) -> None:
         """Faust clears its stream buffers at a rebalance (`flow_control.clear`): so do we. The
@@ -183,15 +195,19 @@ class BatchAgent:
             if self.held and self.waiting <= self.high_water // 2:
                 self._release_held()
             if taken:
+                self._handed_at = asyncio.get_running_loop().time()
                 return Batch(taken)
 
     async def _linger(self) -> None:
         """Wait for more records while the batch is short, up to `linger_s` after the first
-        part arrived, and never while a rebalance stops the flow."""
-        if self.linger_s <= 0:
+        part arrived (`behind_s` after the last hand-over while the worker is behind), and
+        never while a rebalance stops the flow."""
+        if self.linger_s <= 0 and self.behind_s <= 0:
             return
         loop = asyncio.get_running_loop()
         deadline = self.parts[0].arrived + self.linger_s
+        if self.behind_s > 0 and self.behind is not None and self.behind():
+            deadline = max(deadline, self._handed_at + self.behind_s)
         while (self.waiting < self.max_records and self.app.consumer.flow_active
                and (left := deadline - loop.time()) > 0):
             self._ready.clear()
@@ -273,6 +289,9 @@ class BatchAgents:
         self.by_topic: dict[str, BatchAgent] = {}
         # Awaited after each batch, before its acknowledgement (the relay sends its bundles).
         self.before_ack: Callable[[], Awaitable[None]] | None = None
+
+    def named(self, name: str) -> BatchAgent | None:
+        return next((agent for agent in self.by_topic.values() if agent.name == name), None)
 
     async def _before_ack(self) -> None:
         if self.before_ack is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -341,6 +341,20 @@ def limit_share(assigned: Iterable[Any], partitions: Mapping[str, int]) -> float
     return max(owned, 1) / total
 
 
+def ingress_behind(relay: Relay) -> Callable[[], bool]:
+    """Whether this worker has a backlog: its ingress agent has a full batch waiting. Then the
+    sinks of gathering destinations take a batch at most every SINK_BEHIND_WINDOW_S, so that
+    under load each request carries what a backlog can give it (Insider: up to 1,000 users),
+    not what arrived during the sink's last round trip."""
+    agents = relay.app.batch_agents
+
+    def behind() -> bool:
+        ingress = agents.named("ingress")
+        return ingress is not None and ingress.backlogged()
+
+    return behind
+
+
 def install(relay: Relay) -> None:
     settlers = {dest: _install_destination(relay, dest) for dest in DESTINATIONS}
     lanes = {dest: {topic: relay.catalog[topic].partitions or relay.settings.partitions
@@ -361,7 +375,9 @@ def _install_destination(relay: Relay, dest: str) -> Settler:
     window_s = settings.batch_window_s(dest, gathers=gathers(IMPLEMENTATIONS[dest]))
 
     @relay.batch_agent(relay.topic(f"deliveries.{dest}"), name=f"sink-{dest}",
-                       max_records=BUNDLES_PER_BATCH, linger_s=window_s)
+                       max_records=BUNDLES_PER_BATCH, linger_s=window_s,
+                       behind_s=settings.sink_behind_window_s if window_s else 0.0,
+                       behind=ingress_behind(relay))
     async def sink(batches):
         async for batch in batches:
             deliveries = await relay.parsed(f"sink-{dest}", batch)

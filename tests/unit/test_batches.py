@@ -266,3 +266,35 @@ async def test_a_full_batch_or_a_stopped_flow_does_not_linger():
     await agents.take(app.consumer, {A0: [record(*A0, 2)]}, {A0}, 1)
     app.consumer.flow_active = False  # a rebalance began: hand over what there is
     assert len(await asyncio.wait_for(agent.next_batch(), 1)) == 1
+
+
+async def test_while_behind_a_batch_comes_no_sooner_than_behind_s_after_the_last():
+    app = app_with({A0})
+    behind = [True]
+    agents, agent = agents_for(app, max_records=100, linger_s=0.01, behind_s=0.3,
+                               behind=lambda: behind[0])
+    loop = asyncio.get_running_loop()
+    await agents.take(app.consumer, {A0: [record(*A0, 0)]}, {A0}, 1)
+    await asyncio.wait_for(agent.next_batch(), 1)
+    first = loop.time()
+    await agents.take(app.consumer, {A0: [record(*A0, 1)]}, {A0}, 1)
+    await asyncio.sleep(0.05)
+    await agents.take(app.consumer, {A0: [record(*A0, 2)]}, {A0}, 1)
+    batch = await asyncio.wait_for(agent.next_batch(), 2)
+    assert loop.time() - first >= 0.3  # not 10 ms after its first record: behind_s
+    assert [r.offset for part in batch.parts for r in part.records] == [1, 2]
+    behind[0] = False  # caught up: the ordinary window again
+    await agents.take(app.consumer, {A0: [record(*A0, 3)]}, {A0}, 1)
+    second = loop.time()
+    await asyncio.wait_for(agent.next_batch(), 1)
+    assert loop.time() - second < 0.2
+
+
+async def test_an_agent_is_behind_with_a_quarter_batch_waiting():
+    app = app_with({A0})
+    agents, agent = agents_for(app, max_records=8)
+    assert agents.named(agent.name) is agent and agents.named("nobody") is None
+    await agents.take(app.consumer, {A0: [record(*A0, 0)]}, {A0}, 1)
+    assert not agent.backlogged()
+    await agents.take(app.consumer, {A0: [record(*A0, 1), record(*A0, 2)]}, {A0}, 1)
+    assert agent.backlogged()
