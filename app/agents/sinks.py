@@ -342,10 +342,10 @@ def limit_share(assigned: Iterable[Any], partitions: Mapping[str, int]) -> float
 
 
 def ingress_behind(relay: Relay) -> Callable[[], bool]:
-    """Whether this worker has a backlog: its ingress agent has a full batch waiting. Then the
-    sinks of gathering destinations take a batch at most every SINK_BEHIND_WINDOW_S, so that
-    under load each request carries what a backlog can give it (Insider: up to 1,000 users),
-    not what arrived during the sink's last round trip."""
+    """Whether this worker has a backlog: its ingress agent has a quarter of a batch waiting
+    (`BatchAgent.backlogged`). Then the sinks of gathering destinations take a batch at most
+    every SINK_BEHIND_WINDOW_S, so that under load each request carries what a backlog can
+    give it (Insider: up to 1,000 users), not what arrived during the sink's last round trip."""
     agents = relay.app.batch_agents
 
     def behind() -> bool:
