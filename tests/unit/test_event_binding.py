@@ -1,11 +1,10 @@
-"""bind_event / event_bound: Faust's current event, which picks a table write's partition."""
+"""bind_event / restore_event: Faust's current event, which picks a table write's partition."""
 
 from __future__ import annotations
 
-import pytest
 from faust.streams import current_event
 
-from app.agents.context import bind_event, event_bound
+from app.agents.context import bind_event, restore_event
 
 
 class Event:
@@ -13,17 +12,16 @@ class Event:
         self.partition = partition
 
 
-def test_event_bound_restores_the_event_before_it_even_when_the_block_raises():
+def test_restore_event_brings_back_the_event_current_before_the_bind():
     outer, inner = Event(1), Event(2)
     bind_event(outer)
-    with event_bound(inner):
-        assert current_event() is inner
-        with event_bound(outer):
-            assert current_event() is outer
-        assert current_event() is inner
+    token = bind_event(inner)
+    assert current_event() is inner
+    again = bind_event(outer)
     assert current_event() is outer
-    with pytest.raises(KeyError), event_bound(inner):
-        raise KeyError("bug")
+    restore_event(again)
+    assert current_event() is inner
+    restore_event(token)
     assert current_event() is outer
 
 

@@ -3,13 +3,15 @@ inside an event and by Faust's path outside one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import faust
 import pytest
 
 from app import rocksdb_store
-from app.agents.context import Relay, event_bound
+from app.agents.context import Relay, bind_event, restore_event
 from app.config import Settings
 
 
@@ -18,6 +20,16 @@ class Event:
 
     def __init__(self, partition: int):
         self.message = SimpleNamespace(partition=partition, topic="t")
+
+
+@contextmanager
+def event_bound(event) -> Iterator[None]:
+    """`event` is Faust's current event inside the block, as in a stage."""
+    token = bind_event(event)
+    try:
+        yield
+    finally:
+        restore_event(token)
 
 
 @pytest.fixture
