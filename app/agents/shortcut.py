@@ -47,13 +47,13 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from app import metrics
 from app.agents.context import bind_event, restore_event
+from app.batches import PartitionEvent, PartitionMessage
 from app.partitioner import kafka_hash
 
 log = structlog.get_logger(__name__)
@@ -150,18 +150,6 @@ class Gate:
             self._open.add(partition)
 
 
-@dataclass
-class _Message:
-    partition: int
-
-
-@dataclass
-class _PartitionEvent:
-    """Stands in for Faust's current event while reading a table partition ingress does not
-    consume: Faust's RocksDB store picks the partition from the current event."""
-    message: _Message
-
-
 class Shortcut:
     """Sends a stage's records to `topic`, or runs their work here when the gate allows."""
 
@@ -172,7 +160,9 @@ class Shortcut:
         self.gate = Gate(relay.catalog[topic].partitions or relay.settings.partitions,
                          getattr(partitioner, "hash_of", kafka_hash))
         self.enabled = enabled
-        self._events = {p: _PartitionEvent(_Message(p)) for p in range(self.gate.partitions)}
+        # The current event of work run here, in a table partition this stage may not consume
+        self._events = {p: PartitionEvent(PartitionMessage(topic, p))
+                        for p in range(self.gate.partitions)}
         # exclusive: a partition's work runs in one task at a time (see the module doc)
         self._locks = ({p: asyncio.Lock() for p in range(self.gate.partitions)}
                        if exclusive else None)
