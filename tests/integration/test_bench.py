@@ -17,7 +17,8 @@ EXPECTED = (
     "aiokafka_consume_per_s", "faust_consume_only_per_s", "pipeline_per_s",
     "pipeline_deliveries_per_s", "pipeline_vs_faust", "latency_p50_ms", "latency_p99_ms",
     "worker_rss_mb", "profiles_loaded", "scaling_2_workers", "worker_cpu_ms_per_event",
-    "kafka_records_per_event",
+    "kafka_records_per_event", "broker_cpu_ms_per_event", "sandbox_cpu_ms_per_event",
+    "bench_driver_cpu_ms_per_event",
 )
 
 
