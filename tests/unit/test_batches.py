@@ -6,6 +6,7 @@ integration suite runs the same code against the real consumer."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from types import SimpleNamespace
 from weakref import WeakSet
@@ -82,7 +83,8 @@ def app_with(assigned, generation=1):
     consumer = Consumer(assigned)
     app = SimpleNamespace(consumer=consumer, consumer_generation_id=generation,
                           sensors=Sensors(), monitor=SimpleNamespace(
-                              track_tp_end_offset=lambda tp, offset: None))
+                              track_tp_end_offset=lambda tp, offset: None,
+                              stream_inbound_time={}))
     consumer.sensors = app.sensors
     return app
 
@@ -112,6 +114,19 @@ async def test_a_fetch_goes_to_its_agent_by_partition_and_the_rest_stays_for_fau
     assert app.consumer._read_offset[A0] == 6 and app.consumer._read_offset[A1] == 0
     assert len(app.consumer._unacked_messages) == 2  # one tracked message per part
     assert batch.parts[0].event.message.partition == 0  # for table writes of partition 0
+
+
+async def test_a_batch_handed_over_is_a_stream_processing_for_fausts_livelock_check():
+    """Faust logs an ERROR for a partition with unfetched records whose stream never started
+    processing (`stream_inbound_time`), 300 s after start: batch agents must keep it current."""
+    app = app_with({A0, A1})
+    agents, agent = agents_for(app)
+    await agents.take(app.consumer, {A0: [record(*A0, 0)]}, {A0, A1}, 1)
+    assert app.monitor.stream_inbound_time == {}  # fetched is not processing
+    before = time.monotonic()
+    await agent.next_batch()
+    assert set(app.monitor.stream_inbound_time) == {A0}
+    assert app.monitor.stream_inbound_time[A0] >= before
 
 
 async def test_acknowledging_a_batch_is_what_faust_would_have_recorded_per_record():
