@@ -64,6 +64,7 @@ class Settings:
     sink_batch_max: int = 1000
     sink_batch_window_s: float = 0.05
     sink_behind_window_s: float = 1.0
+    stream_stall_s: float = 300.0
     retry_attempts: int = 3
     retry_base_s: float = 0.2
     retry_max_s: float = 5.0
@@ -285,6 +286,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sink_batch_max=_int(env, "SINK_BATCH_MAX", 1000, 1, 10000),
         sink_batch_window_s=_float(env, "SINK_BATCH_WINDOW_S", 0.05, 0.0, 60.0),
         sink_behind_window_s=_float(env, "SINK_BEHIND_WINDOW_S", 1.0, 0.0, 60.0),
+        stream_stall_s=_float(env, "STREAM_STALL_S", 300.0, 1.0, 86400.0),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 3, 1, 20),
         retry_base_s=_float(env, "RETRY_BASE_S", 0.2, 0.0, 60.0),
         retry_max_s=_float(env, "RETRY_MAX_S", 5.0, 0.0, 600.0),

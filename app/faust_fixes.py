@@ -175,6 +175,29 @@ def install_client_pause() -> None:
     Consumer._relay_client_pause = True
 
 
+def install_changelog_livelock_fix() -> None:
+    """Leave the table changelogs out of Faust's livelock check (`verify_event_path`).
+
+    The check logs an ERROR for an assigned partition that aiokafka has not fetched for
+    `stream_processing_timeout`. Paused in aiokafka (`install_client_pause`), the changelogs are
+    fetched during recovery only, and never at all when they were empty: every worker then
+    logged one ERROR per changelog partition (20) every 2.5 s from 300 s after its start.
+    Recovery checks the changelogs it reads itself (`verify_recovery_event_path`)."""
+    from faust.transport.drivers.aiokafka import Consumer
+
+    if getattr(Consumer, "_relay_changelog_livelock_fix", False):
+        return
+    verify = Consumer.verify_event_path
+
+    def verify_event_path(self: Any, now: float, tp: Any) -> None:
+        if tp.topic in self.app.tables.changelog_topics:
+            return None
+        return verify(self, now, tp)
+
+    Consumer.verify_event_path = verify_event_path
+    Consumer._relay_changelog_livelock_fix = True
+
+
 def install_complete_flush_fix() -> None:
     """Make Faust's commit wait for every buffered table write, not just 0.1 s per write.
 

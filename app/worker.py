@@ -16,6 +16,7 @@ from app.batches import BatchAgents
 from app.catalog import load_catalog
 from app.config import Settings
 from app.faust_fixes import (
+    install_changelog_livelock_fix,
     install_client_pause,
     install_complete_flush_fix,
     install_fetch_wait,
@@ -34,6 +35,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
     install_complete_flush_fix()
     install_never_committed_seek_fix()
     install_client_pause()
+    install_changelog_livelock_fix()
     install_fetch_wait(settings.fetch_max_wait_ms)
     fast_recovery.install()
     faust_drain.install()
@@ -52,6 +54,7 @@ def create_app(settings: Settings, trace_ids: bool = False) -> faust.App:
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=8192,
+        stream_processing_timeout=settings.stream_stall_s,
         table_standby_replicas=0,
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,
