@@ -200,22 +200,32 @@ class HttpSender:
 
     async def send(self, request: HttpRequest, relay_ids: Sequence[str] = ()) -> Reply:
         content, headers = self._encode(request, relay_ids)
-        waited = await self.bucket(request.limit).acquire()
         overall = self.destination.overall
+        buckets = [self.bucket(request.limit)]
         if overall and request.limit != overall:
-            waited += await self.bucket(overall).acquire()
-        if waited:
-            metrics.RATE_LIMIT_WAIT.labels(self.destination.name).inc(waited)
-        started = time.perf_counter()
+            buckets.append(self.bucket(overall))
+        taken: list[TokenBucket] = []
         try:
-            async with self.session().request(
-                    request.method, self.url(request), data=content or None,
-                    params=query(request.params), headers=headers) as response:
-                raw = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            label, maybe_sent = transport_failure(exc)
-            unanswered = maybe_sent and request.delivers and request.method not in ("GET", "HEAD")
-            return self._observe(Reply(0, {}, None, label, unanswered), started)
+            waited = 0.0
+            for bucket in buckets:
+                waited += await bucket.acquire()
+                taken.append(bucket)
+            if waited:
+                metrics.RATE_LIMIT_WAIT.labels(self.destination.name).inc(waited)
+            started = time.perf_counter()
+            try:
+                async with self.session().request(
+                        request.method, self.url(request), data=content or None,
+                        params=query(request.params), headers=headers) as response:
+                    raw = await response.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                label, maybe_sent = transport_failure(exc)
+                unanswered = (maybe_sent and request.delivers
+                              and request.method not in ("GET", "HEAD"))
+                return self._observe(Reply(0, {}, None, label, unanswered), started)
+        finally:
+            for bucket in taken:  # answered, failed or cancelled: it counts from now
+                bucket.release()
         # The answer's own headers (read-only, case-insensitive), not a copy: only Retry-After
         # and X-RateLimit-Reset are ever read from them.
         reply = Reply(response.status, response.headers, parse_body(raw))

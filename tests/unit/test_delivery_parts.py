@@ -14,10 +14,16 @@ def test_full_jitter_stays_within_the_exponential_cap():
         assert 0 <= min(delays) and max(delays) <= min(2.0, 0.1 * 2 ** attempt)
 
 
+async def answered_at_once(bucket: TokenBucket) -> float:
+    waited = await bucket.acquire()
+    bucket.release()
+    return waited
+
+
 async def test_token_bucket_holds_the_rate():
     bucket = TokenBucket(50)  # 50 per sliding second
     started = time.monotonic()
-    await asyncio.gather(*(bucket.acquire() for _ in range(100)))
+    await asyncio.gather(*(answered_at_once(bucket) for _ in range(100)))
     elapsed = time.monotonic() - started
     assert 0.9 <= elapsed < 1.6
 
@@ -27,13 +33,46 @@ async def test_no_one_second_window_exceeds_the_limit():
     stamps = []
 
     async def one():
-        await bucket.acquire()
+        await answered_at_once(bucket)
         stamps.append(time.monotonic())
     await asyncio.gather(*(one() for _ in range(70)))
     stamps.sort()
     busiest = max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps)
     assert busiest <= 20
     assert stamps[-1] - stamps[0] >= 3.0  # 70 requests at 20 per window need 4 windows
+
+
+async def test_arrivals_anywhere_between_departure_and_answer_never_exceed_the_limit():
+    """What a destination counts: a request arrives after it left and before its answer came
+    back, and a busy client's event loop can bunch arrivals that left on time."""
+    rng = random.Random(7)
+    bucket = TokenBucket(10)
+    arrivals = []
+
+    async def one():
+        await bucket.acquire()
+        try:
+            await asyncio.sleep(rng.uniform(0.0, 0.15))  # in the client's loop, on the wire
+            arrivals.append(time.monotonic())
+            await asyncio.sleep(rng.uniform(0.0, 0.05))  # the answer's way back
+        finally:
+            bucket.release()
+    await asyncio.gather(*(one() for _ in range(40)))
+    arrivals.sort()
+    busiest = max(sum(1 for t in arrivals if s <= t < s + 1.0) for s in arrivals)
+    assert busiest <= 10
+    assert bucket.in_flight == 0
+
+
+async def test_a_window_held_in_flight_waits_for_an_answer():
+    bucket = TokenBucket(2)
+    await bucket.acquire()
+    await bucket.acquire()
+    third = asyncio.ensure_future(bucket.acquire())
+    await asyncio.sleep(0.1)
+    assert not third.done()  # both slots in flight: nothing can be known to have arrived yet
+    bucket.release()
+    assert await asyncio.wait_for(third, 2.0) >= 0.9  # a slot frees a window after the answer
 
 
 async def test_penalty_blocks_the_next_request():
@@ -111,8 +150,10 @@ async def test_a_request_draws_from_its_own_bucket_and_the_destinations_overall_
     finally:
         await sender.close()
     # Attentive counts every call against 150/s, subscribes against their 10/s as well
-    assert len(sender.bucket("subscribe")._sent) == 1
-    assert len(sender.bucket("default")._sent) == 2
+    assert len(sender.bucket("subscribe")._answered) == 1
+    assert len(sender.bucket("default")._answered) == 2
+    # refused connections are answers too: nothing is left holding a slot
+    assert sender.bucket("subscribe").in_flight == sender.bucket("default").in_flight == 0
 
 
 def test_requests_in_flight_follow_what_a_destination_admits():
