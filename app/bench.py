@@ -342,8 +342,8 @@ async def aiokafka_consume(bootstrap: str, expect: int) -> float:
     consumer = AIOKafkaConsumer(*INGRESS_TOPICS, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20)
-    await consumer.start()
     try:
+        await consumer.start()
         n, t0 = 0, None
         deadline = time.monotonic() + 120
         while n < expect and time.monotonic() < deadline:
@@ -379,9 +379,9 @@ async def publish_live(bootstrap: str, records: list, rate: float) -> tuple[list
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
-    await producer.start()
     sent_at: list[tuple[float, asyncio.Future]] = []
     try:
+        await producer.start()
         start = time.monotonic()
         tick = 0.05
         i = 0

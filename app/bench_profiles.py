@@ -85,8 +85,8 @@ async def preload(bootstrap: str, app_ids: list[str], partitions: int, count: in
     topics = {(app_id, table): f"{app_id}-{table}-changelog"
               for app_id in app_ids for table in ("profiles", "identities")}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         await admin.create_topics([NewTopic(t, partitions, 1) for t in topics.values()])
     except TopicAlreadyExistsError:
         pass
@@ -94,9 +94,9 @@ async def preload(bootstrap: str, app_ids: list[str], partitions: int, count: in
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=1 << 20,
                                 max_request_size=4 << 20, linger_ms=50)
-    await producer.start()
     written, ts = 0, int(time.time()) - 86_400
     try:
+        await producer.start()
         for start in range(0, count, CHUNK):
             grouped: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
             for table, partition, key, value in changelog_records(

@@ -133,8 +133,8 @@ async def true_end_offsets(bootstrap: str | list[str], reported: Mapping, timeou
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
         fetch_max_wait_ms=50, max_partition_fetch_bytes=64 * 1024,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         consumer.assign(list(probe))
         for tp in probe:
             consumer.seek(tp, max(0, reported[tp] - 1))
@@ -181,8 +181,8 @@ async def record_counts(bootstrap: str | list[str],
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         existing = await consumer.topics()
         names = existing if topics is None else [t for t in topics if t in existing]
         tps = [TopicPartition(topic, p) for topic in names

@@ -82,8 +82,8 @@ async def create_topics(bootstrap: str | list[str], specs: dict[str, TopicSpec])
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [s for s in specs.values() if s.name not in existing]
         if missing:
@@ -102,8 +102,8 @@ async def describe_topics(bootstrap: str | list[str], specs: dict[str, TopicSpec
     from app.broker import record_counts
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
     try:
+        await consumer.start()
         existing = await consumer.topics()
         partitions = {spec.name: len(consumer.partitions_for_topic(spec.name) or ())
                       for spec in specs.values() if spec.name in existing}

@@ -95,9 +95,9 @@ async def load_changelogs(app: Any, tp_to_table: Mapping, offsets: MutableMappin
         bootstrap_servers=servers, enable_auto_commit=False, group_id=None,
         fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_wait_ms=100)
-    await consumer.start()
     applied = 0
     try:
+        await consumer.start()
         consumer.assign([TopicPartition(tp.topic, tp.partition) for tp in todo])
         for tp, held in todo.items():
             consumer.seek(TopicPartition(tp.topic, tp.partition), held + 1)

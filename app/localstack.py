@@ -93,8 +93,8 @@ async def produce(bootstrap: str | list[str],
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
                                 max_batch_size=256 * 1024)
-    await producer.start()
     try:
+        await producer.start()
         futures = [await producer.send(topic, value=value, key=key, headers=headers)
                    for topic, key, value in records]
         metas = await asyncio.gather(*futures)
@@ -137,8 +137,8 @@ async def read_raw(bootstrap: str | list[str], topics: list[str],
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 metadata_max_age_ms=2000)
-    await consumer.start()
     try:
+        await consumer.start()
         if only_existing:
             known = await consumer.topics()
             topics = [t for t in topics if t in known]
@@ -185,7 +185,11 @@ class TopicPublisher:
         async with self._lock:
             if self._producer is None:
                 producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # else it is collected open, and aiokafka logs that
+                    raise
                 self._producer = producer
         key = self.key(doc) if self.key else None
         await self._producer.send_and_wait(self.topic, orjson.dumps(doc),

@@ -55,8 +55,8 @@ async def read_range(bootstrap, topic: str, from_offset: int | None):
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
     try:
+        await consumer.start()
         parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
             await consumer.topics()
@@ -100,13 +100,13 @@ async def replay(settings: Settings, bootstrap, topic: str, from_offset: int | N
     pending: list[asyncio.Future] = []
     replay_id = uuid.uuid4().hex[:12]
     producer = None if dry_run else AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    if producer:
-        await producer.start()
     progress = Progress(TextColumn("replay {task.fields[topic]}"), BarColumn(),
                         TaskProgressColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[rate]}/s"), TimeRemainingColumn(),
                         disable=not show_progress, transient=False)
     try:
+        if producer:
+            await producer.start()
         with progress:
             records = read_range(bootstrap, topic, from_offset)
             total = await anext(records)
@@ -207,8 +207,8 @@ async def redrive(bootstrap, topic: str, chosen: list[dict[str, Any]]) -> int:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
     try:
+        await producer.start()
         for record in chosen:
             if topic == "ingress.dlq":
                 value = base64.b64decode(record["value"]) if record.get("value") else b""
