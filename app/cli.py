@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -25,8 +28,6 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def cmd_worker(args) -> int:
-    import os
-
     import mode.loop
 
     from app import logs
@@ -352,6 +353,11 @@ def _terminate_like_interrupt(_signum, frame) -> None:
         raise KeyboardInterrupt
 
 
+def _broker_shown() -> str:
+    """BROKER_URL without any user or password it carries."""
+    return re.sub(r"//[^@/]*@", "//", os.environ.get("BROKER_URL") or "") or "?"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.func is not cmd_worker:
@@ -359,10 +365,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `relay run`, `bench` and `chaos` stop the broker, sandbox and workers they started
         # instead of leaving them running. Faust's worker handles SIGTERM itself.
         signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+        # aiokafka logs each failed connection attempt itself; the command says it once.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
     try:
         return args.func(args)
     except ConfigError as exc:
         return fail(str(exc))
+    except KafkaConnectionError:
+        return fail(f"cannot reach the Kafka broker at {_broker_shown()} (BROKER_URL): "
+                    "is it running?", 1)
+    except KafkaError as exc:
+        return fail(f"Kafka refused: {type(exc).__name__}: {exc}", 1)
 
 
 if __name__ == "__main__":

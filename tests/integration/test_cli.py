@@ -56,6 +56,21 @@ def test_worker_without_a_broker_says_so():
     assert "BROKER_URL" in result.stderr.decode()
 
 
+@pytest.mark.parametrize("command", [
+    ("replay", "--topic", "air.outbound"), ("dlq", "show"), ("dlq", "redrive", "--reason", "x"),
+    ("topics", "describe"), ("topics", "create")])
+def test_a_broker_out_of_reach_is_one_line_without_the_password(command):
+    from app.broker import free_port
+
+    url = f"kafka://relay:s3cret-pw@127.0.0.1:{free_port()}"  # nothing listens there
+    result = relay(*command, env={"BROKER_URL": url})
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.splitlines() == [f"relay: cannot reach the Kafka broker at kafka://127.0.0.1:"
+                                f"{url.rsplit(':', 1)[1]} (BROKER_URL): is it running?"], err
+    assert "s3cret" not in err + result.stdout.decode()
+
+
 def test_run_500_events_accounts_for_every_one(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "BROKER_URL" and not k.endswith("_BASE_URL")}
     result = subprocess.run([*RELAY, "run", "--events", "500", "--quiet", "--timeout", "180"],
